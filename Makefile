@@ -1,0 +1,51 @@
+# Top-level Makefile: build a lesson and point ./run at it, run the tests,
+# run the benchmarks. `make help` lists the targets.
+CC ?= cc
+CFLAGS ?= -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -g
+# The sanitizer build that `make test` runs the suites against.
+SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
+SAN_DIR := build/asan
+
+LESSONS := $(sort $(patsubst %/Makefile,%,$(wildcard [0-9][0-9]_*/Makefile)))
+LESSON_NUMBERS := $(foreach l,$(LESSONS),$(shell echo $(l) | sed 's/^0*\([0-9]*\)_.*/\1/'))
+lesson_dir = $(filter $(shell printf %02d $(1))_%,$(LESSONS))
+
+BATS_VERSION := 1.11.1
+
+.PHONY: all help test bench clean tools $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
+
+all: tools
+	@for d in $(LESSONS); do $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' || exit 1; done
+
+help:
+	@echo "make lesson-N   build lesson N and make ./run start its demo (N = $(LESSON_NUMBERS))"
+	@echo "make all        build every lesson and tool"
+	@echo "make test       build normally and with ASan+UBSan, run every test suite"
+	@echo "make bench      run the benchmarks and print their tables"
+	@echo "make clean      remove everything that was built"
+
+tools:
+	@$(MAKE) --no-print-directory -C tools CC='$(CC)' CFLAGS='$(CFLAGS)'
+
+# lesson-N: build lesson N (and the tools its demo uses), remember it for ./run.
+lesson-%: tools
+	@dir='$(call lesson_dir,$*)'; \
+	if [ -z "$$dir" ]; then echo "no lesson $* here (lessons: $(LESSON_NUMBERS))" >&2; exit 2; fi; \
+	$(MAKE) --no-print-directory -C $$dir CC='$(CC)' CFLAGS='$(CFLAGS)' && \
+	echo "$$dir" > .current-lesson && \
+	echo "lesson $* ($$dir) is built: type ./run (or ./run --help)"
+
+sanitize:
+	@for d in $(LESSONS) tools; do \
+	  $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' \
+	    EXTRA_CFLAGS='$(SAN_FLAGS)' OUT=$(CURDIR)/$(SAN_DIR)/$$d || exit 1; done
+
+test: all sanitize
+	@tests/run_suites --bats-version $(BATS_VERSION) --bin $(SAN_DIR) $(SUITE)
+
+bench: all
+	@tools/bench
+
+clean:
+	@for d in $(LESSONS) tools; do $(MAKE) --no-print-directory -C $$d clean; done
+	rm -rf build .current-lesson

@@ -1,0 +1,180 @@
+#!/usr/bin/env bats
+# Lesson 1 -- socket basics: blocking echo, the naive recv() bug, readn,
+# SIGPIPE, SO_REUSEADDR, the blocking-echo deadlock, ttcp.
+
+load helpers
+
+L=01_socket_basics
+MD=01_socket_basics.md
+LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
+
+@test "server prints 'listening on 127.0.0.1:PORT' with the port the kernel chose" {
+    start_server server "$(bin $L server)" --port 0
+    [[ $(head -1 "$T/server.out") =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]
+    [ "$PORT" -gt 0 ]
+    ss -tlnH "sport = :$PORT" | grep -q LISTEN
+}
+
+@test "echo of 1 MiB of random bytes comes back identical" {
+    start_server server "$(bin $L server)" --port 0
+    head -c 1048576 /dev/urandom >"$T/in"
+    timeout 30 "$(bin $L client)" --port "$PORT" <"$T/in" >"$T/echoed"
+    cmp "$T/in" "$T/echoed"
+}
+
+@test "clients are served one after another: the second waits until the first leaves" {
+    start_server server "$(bin $L server)" --port 0
+    open_input first
+    start_bg first "$(bin $L client)" --port "$PORT" <"$T/first.in"
+    first=$PID
+    echo one >&5
+    wait_until 5 grep -q one "$T/first.out"
+    printf 'two\n' >"$T/two"
+    start_bg second "$(bin $L client)" --port "$PORT" <"$T/two"
+    second=$PID
+    sleep 0.5 # the second client is connected (in the listen queue) but not served
+    [ ! -s "$T/second.out" ]
+    exec 5>&- # the first client's input ends: it half-closes and leaves
+    wait_exit "$first" 10
+    wait_exit "$second" 10
+    [ "$(cat "$T/second.out")" = two ]
+    for i in 1 2 3 4 5; do
+        [ "$(echo "client $i" | timeout 10 "$(bin $L client)" --port "$PORT")" = "client $i" ]
+    done
+}
+
+@test "naive receiver merges two messages sent back to back into one recv" {
+    start_server receiver "$(bin $L receiver)" --mode naive --port 0 --late
+    "$(bin $L sender)" --port "$PORT" hello world
+    wait_exit "$PID" 10
+    run cat "$T/receiver.out"
+    [ "${lines[1]}" = 'recv #1 -> 10 bytes: "helloworld"' ]
+    [ "${lines[2]}" = "  printf(\"%s\") shows: helloworld$(printf '?%.0s' {1..40})<next variable>" ]
+    [ "${lines[3]}" = 'recv #2 -> 0 bytes: the sender closed the connection' ]
+}
+
+@test "naive receiver cuts a 64-byte message at 50 bytes and prints stale bytes after the rest" {
+    start_server receiver "$(bin $L receiver)" --mode naive --port 0 --late
+    "$(bin $L sender)" --port "$PORT" "$LONG"
+    wait_exit "$PID" 10
+    run cat "$T/receiver.out"
+    [ "${lines[1]}" = "recv #1 -> 50 bytes: \"${LONG:0:50}\"" ]
+    [ "${lines[3]}" = 'recv #2 -> 14 bytes: "OPQRSTUVWXYZ-+"' ]
+    # 14 new bytes, then the 36 old bytes that followed them in the buffer
+    [ "${lines[4]}" = "  printf(\"%s\") shows: OPQRSTUVWXYZ-+${LONG:14:36}<next variable>" ]
+}
+
+@test "readn receiver prints each 5-byte message whole, whatever recv returned" {
+    start_server receiver "$(bin $L receiver)" --mode readn --size 5 --port 0 --late
+    "$(bin $L sender)" --port "$PORT" hel loworl d
+    wait_exit "$PID" 10
+    run cat "$T/receiver.out"
+    [ "${lines[1]}" = 'message #1 (5 bytes): "hello"' ]
+    [ "${lines[2]}" = 'message #2 (5 bytes): "world"' ]
+    [ "${lines[3]}" = 'end of stream after 2 messages' ]
+}
+
+@test "readn receiver reports a message cut short by the end of the stream" {
+    start_server receiver "$(bin $L receiver)" --mode readn --size 8 --port 0
+    "$(bin $L sender)" --port "$PORT" abc
+    wait_exit "$PID" 10
+    grep -qx 'end of stream in the middle of message #1 (3 of 8 bytes)' "$T/receiver.out"
+}
+
+@test "a client that resets mid-transfer does not kill the server; the next client is served" {
+    start_server server "$(bin $L server)" --port 0
+    server=$PID
+    # This client never reads, so the server soon blocks in send(); killing
+    # it with unread data in its receive buffer makes its kernel send RST.
+    start_bg hog "$(bin $L client)" --port "$PORT" --send-first 20000000
+    hog=$PID
+    wait_until 10 grep -q 'sent 2097152 of' "$T/hog.err"
+    kill -KILL "$hog"
+    wait_exit "$hog" 5 || true
+    wait_until 10 grep -qE 'send: (Connection reset by peer|Broken pipe)' "$T/server.err"
+    kill -0 "$server" # SIGPIPE did not kill it
+    [ "$(echo next | timeout 10 "$(bin $L client)" --port "$PORT")" = next ]
+}
+
+@test "SIGTERM stops the server with exit status 0" {
+    start_server server "$(bin $L server)" --port 0
+    kill -TERM "$PID"
+    rc=0
+    wait_exit "$PID" 5 || rc=$?
+    [ "$rc" -eq 0 ]
+    grep -q 'server: stopping' "$T/server.err"
+}
+
+@test "a second server on a port in use fails with one line naming the cause" {
+    start_server server "$(bin $L server)" --port 0
+    run "$(bin $L server)" --port "$PORT"
+    [ "$status" -eq 1 ]
+    [ "$output" = "server: bind: Address already in use" ]
+}
+
+@test "bad arguments get a one-line error and exit status 2" {
+    run "$(bin $L server)" --port 70000
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: bad port '70000' (want 0..65535)" ]
+    run "$(bin $L client)" --port 1 --send-first -5
+    [ "$status" -eq 2 ]
+}
+
+@test "client reports a refused connection in one line and exits 1" {
+    start_server server "$(bin $L server)" --port 0
+    stop_pid "$PID" # nobody listens on this port any more
+    run "$(bin $L client)" --port "$PORT" </dev/null
+    [ "$status" -eq 1 ]
+    [ "$output" = "client: connect to 127.0.0.1 port $PORT: Connection refused" ]
+}
+
+# The server closes first when stopped with a client connected, so its side
+# of that connection waits in TIME_WAIT. Restarting on the same port then
+# needs SO_REUSEADDR.
+restart_with_time_wait() {
+    start_server server "$(bin $L server)" --port 0
+    open_input c
+    start_bg c "$(bin $L client)" --port "$PORT" <"$T/c.in"
+    echo ping >&5
+    wait_until 5 grep -q ping "$T/c.out"
+    stop_pid "${STARTED[0]}"
+    exec 5>&-
+    wait_until 5 bash -c "ss -tanH state time-wait | grep -q ':$PORT '"
+}
+
+@test "without SO_REUSEADDR a restart fails while a connection is in TIME_WAIT" {
+    restart_with_time_wait
+    run "$(bin $L server)" --port "$PORT" --no-reuseaddr
+    [ "$status" -eq 1 ]
+    [ "$output" = "server: bind: Address already in use" ]
+}
+
+@test "with SO_REUSEADDR the server restarts on the same port despite TIME_WAIT" {
+    restart_with_time_wait
+    start_server server2 "$(bin $L server)" --port "$PORT"
+    [ "$(echo back | timeout 10 "$(bin $L client)" --port "$PORT")" = back ]
+}
+
+@test "the deadlock scenario is detected as stuck within its bound and cleaned up" {
+    run env BIN_DIR="$BIN_ROOT/$L" timeout 40 "$ROOT/$L/run" deadlock
+    [ "$status" -eq 0 ]
+    [[ $output == *"stuck: client pid "* ]]
+    # the two ends of the connection, each with bytes waiting in Send-Q
+    pid=$(sed -n 's/.*stuck: client pid \([0-9]*\).*/\1/p' <<<"$output")
+    [ "$(grep -cE '^   127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:[0-9]+ +[0-9]+ +[1-9][0-9]{5,}$' <<<"$output")" -eq 2 ]
+    [[ $output == *"[client2] still alive"* ]]
+    ! kill -0 "$pid" 2>/dev/null
+}
+
+@test "ttcp prints a throughput table for every message length and the stream ceiling" {
+    start_server ttcp "$(bin tools ttcp)" --receive --port 0
+    run timeout 120 "$(bin tools ttcp)" --transmit --table --port "$PORT" --bytes 2M
+    [ "$status" -eq 0 ]
+    [[ ${lines[0]} =~ ^\ *length\ +messages\ +seconds\ +MB/s$ ]]
+    for len in 64 256 1024 4096 16384 65536 262144 1048576; do
+        grep -qE "^ *$len +[0-9]+ +[0-9]+\.[0-9]{3} +[0-9]+\.[0-9]{2}$" <<<"$output"
+    done
+    grep -qE '^ *stream +- +[0-9]+\.[0-9]{3} +[0-9]+\.[0-9]{2}$' <<<"$output"
+    # throughput must be a real measurement, never zero
+    ! grep -qE ' 0\.00$' <<<"$output"
+}

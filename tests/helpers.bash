@@ -1,0 +1,167 @@
+# helpers.bash -- what every suite loads: start programs on --port 0, wait
+# with a bound, stop by PID, clean up, and fail on any sanitizer report.
+#
+#   start_server NAME CMD...   start CMD, wait for "listening on HOST:PORT";
+#                              sets PORT and PID; output in $T/NAME.out/.err
+#   start_bg NAME CMD...       start CMD in the background; sets PID
+#   wait_exit PID SECONDS      wait for it; returns its status (124: still running)
+#   wait_until SECONDS CMD...  retry CMD every 50 ms until it succeeds
+#   stop_pid PID               SIGTERM, then SIGKILL after 5 s
+#   doc_cmd MD 'COMMAND'       run a command exactly as a lesson text prints it
+# Every program started here is stopped in teardown, and its output printed
+# (bats shows it only when the test failed).
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+BIN_ROOT=${BIN_ROOT:-$ROOT/build/asan} # make test points this at the sanitizer build
+
+common_setup() {
+    T=$BATS_TEST_TMPDIR
+    mkdir -p "$T/san"
+    STARTED=()
+    # Sanitizer reports go to files, one per process; teardown fails the
+    # test if any appear (a report from a background server would otherwise
+    # go unnoticed).
+    export ASAN_OPTIONS="log_path=$T/san/asan:detect_leaks=1:abort_on_error=0:exitcode=66"
+    export UBSAN_OPTIONS="log_path=$T/san/ubsan:print_stacktrace=1:halt_on_error=1:exitcode=66"
+    export LSAN_OPTIONS="log_path=$T/san/lsan"
+}
+
+common_teardown() {
+    local pid f rc=0
+    for pid in "${STARTED[@]}"; do
+        stop_pid "$pid"
+    done
+    for f in "$T"/*.out "$T"/*.err; do
+        [ -s "$f" ] || continue
+        echo "----- ${f##*/} (last 40 lines)"
+        tail -n 40 "$f"
+    done
+    for f in "$T"/san/*; do
+        [ -e "$f" ] || continue
+        echo "----- sanitizer report ${f##*/}"
+        cat "$f"
+        rc=1
+    done
+    return $rc
+}
+
+setup() { common_setup; }
+teardown() { common_teardown; }
+
+# bin LESSON_DIR PROGRAM: path of a program in the build under test.
+bin() { echo "$BIN_ROOT/$1/$2"; }
+
+start_bg() {
+    local name=$1
+    shift
+    # An explicit <&0: without it bash gives background jobs /dev/null as
+    # stdin. 5>&-: the program must not hold open_input's fifo open.
+    "$@" <&0 5>&- >"$T/$name.out" 2>"$T/$name.err" &
+    PID=$!
+    STARTED+=("$PID")
+}
+
+start_server() {
+    local name=$1 line
+    start_bg "$@"
+    for _ in $(seq 200); do # 10 s
+        line=$(grep -m1 '^listening on ' "$T/$name.out" 2>/dev/null) || true
+        if [ -n "$line" ]; then
+            PORT=${line##*:}
+            return 0
+        fi
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "$name did not print 'listening on' within 10 s" >&2
+    cat "$T/$name.out" "$T/$name.err" >&2
+    return 1
+}
+
+# open_input NAME: make the fifo $T/NAME.in and hold it open on fd 5, so a
+# program started with `start_bg ... <"$T/NAME.in"` reads what the test
+# writes to fd 5 and sees end of input when the test runs `exec 5>&-`.
+open_input() {
+    mkfifo "$T/$1.in"
+    exec 5<>"$T/$1.in" # read-write: does not block waiting for a reader
+}
+
+wait_exit() {
+    local pid=$1 ticks=$(($2 * 20))
+    for _ in $(seq "$ticks"); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            return
+        fi
+        sleep 0.05
+    done
+    return 124
+}
+
+wait_until() {
+    local ticks=$(($1 * 20))
+    shift
+    for _ in $(seq "$ticks"); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    wait_exit "$pid" 5 >/dev/null 2>&1 && return 0
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# doc_cmd LESSON_MD 'COMMAND': the command must appear in lessons/LESSON_MD
+# as a "$ COMMAND" line; run it from the repository root, against the build
+# under test, with a 60 s bound. Sets $status and $output like `run`.
+doc_cmd() {
+    local md=$ROOT/lessons/$1 cmd=$2 lesson
+    if ! grep -qxF -- "\$ $cmd" "$md"; then
+        echo "'$cmd' is not printed in lessons/$1" >&2
+        return 1
+    fi
+    lesson=$(basename "$md" .md)
+    if [[ $cmd == make* ]]; then
+        # make commands change the checkout (.current-lesson, binaries):
+        # run them where a student would, in a fresh copy of the repository.
+        fresh_copy
+        run timeout 120 bash -c "cd '$T/fresh' && $cmd"
+        return
+    fi
+    run env LESSON="$lesson" BIN_DIR="$BIN_ROOT/$lesson" TOOLS_BIN_DIR="$BIN_ROOT/tools" \
+        timeout 60 bash -c "cd '$ROOT' && $cmd"
+}
+
+# fresh_copy: the repository's files (tracked, plus new files not ignored),
+# without build products, in $T/fresh.
+fresh_copy() {
+    rm -rf "$T/fresh" && mkdir -p "$T/fresh" || return 1
+    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
+        xargs -0 -I{} cp --parents -- {} "$T/fresh/" 2>/dev/null)
+    [ -f "$T/fresh/Makefile" ]
+}
+
+# doc_commands LESSON_MD: every "$ command" line of a lesson text.
+doc_commands() {
+    sed -n 's/^\$ //p' "$ROOT/lessons/$1"
+}
+
+# Assert that every command a lesson text prints is run by some test
+# (appears as the argument of a doc_cmd call in a suite).
+every_doc_cmd_is_tested() {
+    local missing=0 cmd
+    while IFS= read -r cmd; do
+        if ! grep -qF -- "doc_cmd $1 '$cmd'" "$ROOT"/tests/*.bats; then
+            echo "not run by any test: \$ $cmd"
+            missing=1
+        fi
+    done < <(doc_commands "$1")
+    [ "$missing" -eq 0 ]
+}

@@ -1,0 +1,110 @@
+# demo.bash -- shared helpers for the lessons' ./run demos (sourced, not run)
+#
+# A demo starts programs in the background, labels every line they print
+# with who printed it, waits for servers to say "listening on HOST:PORT",
+# and on exit kills exactly the processes it started, by PID.
+
+DEMO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/demo.XXXXXX")
+DEMO_PIDS=()                  # programs we started
+declare -A DEMO_PRINTER       # program pid -> pid of the tail|label printing its output
+DEMO_SEQ=0
+
+demo_cleanup() {
+    local pid
+    for pid in "${DEMO_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${DEMO_PIDS[@]}"; do
+        # give each one second to leave, then insist
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null
+        { wait "$pid"; } 2>/dev/null
+        [ -n "${DEMO_PRINTER[$pid]:-}" ] && { wait "${DEMO_PRINTER[$pid]}"; } 2>/dev/null
+    done
+    DEMO_PIDS=()
+    rm -rf "$DEMO_TMP"
+}
+trap demo_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The narrator's lines stand out from the programs' lines.
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+
+# Prefix every line read from stdin with "[label] ".
+label() { sed -u "s/^/  [$1] /"; }
+
+# demo_check_built BIN_DIR PROGRAM...: say how to build if a program is missing.
+demo_check_built() {
+    local dir=$1 lesson
+    shift
+    lesson=$(basename "$(dirname "$0")")
+    for p in "$@"; do
+        if [ ! -x "$dir/$p" ]; then
+            echo "run: $dir/$p is missing: build the lesson first (make lesson-${lesson:0:2})" >&2
+            echo "     (or: make -C $lesson)" >&2
+            exit 2
+        fi
+    done
+}
+
+# demo_bg NAME CMD...: start CMD in the background; its output goes to the
+# file $LAST_OUT and, labelled NAME, to the terminal. Sets LAST_PID.
+demo_bg() {
+    local name=$1
+    shift
+    DEMO_SEQ=$((DEMO_SEQ + 1))
+    LAST_OUT=$DEMO_TMP/$DEMO_SEQ.$name.out
+    : >"$LAST_OUT" # exists before tail looks for it
+    "$@" >"$LAST_OUT" 2>&1 &
+    LAST_PID=$!
+    DEMO_PIDS+=("$LAST_PID")
+    # tail --pid stops once the program is gone and everything is printed
+    tail -n +1 -s 0.05 -f --pid="$LAST_PID" "$LAST_OUT" | label "$name" &
+    DEMO_PRINTER[$LAST_PID]=$!
+}
+
+# demo_server NAME CMD...: demo_bg, then wait (at most 5 s) for the
+# "listening on HOST:PORT" line. Sets PORT and LAST_PID.
+demo_server() {
+    local name=$1 line
+    demo_bg "$@"
+    for _ in $(seq 50); do
+        line=$(grep -m1 '^listening on ' "$LAST_OUT" 2>/dev/null)
+        if [ -n "$line" ]; then
+            PORT=${line##*:}
+            return 0
+        fi
+        kill -0 "$LAST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "run: $name did not print 'listening on' within 5 s" >&2
+    exit 1
+}
+
+# demo_wait_exit PID SECONDS: wait for a background program to finish and
+# for its output to be printed. Returns its exit status, or 124 if it is
+# still running after SECONDS.
+demo_wait_exit() {
+    local pid=$1 tenths=$(($2 * 10)) status
+    for _ in $(seq "$tenths"); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            { wait "$pid"; } 2>/dev/null
+            status=$?
+            [ -n "${DEMO_PRINTER[$pid]:-}" ] && wait "${DEMO_PRINTER[$pid]}"
+            return $status
+        fi
+        sleep 0.1
+    done
+    return 124
+}
+
+# queues PORT: the Recv-Q and Send-Q of every established connection to or
+# from PORT, one "local peer recvq sendq" line each (from ss -tn).
+queues() {
+    ss -tnH state established "( sport = :$1 or dport = :$1 )" 2>/dev/null |
+        awk '{ print $3, $4, $1, $2 }' | sort
+}
