@@ -85,6 +85,14 @@ demo_server() {
     exit 1
 }
 
+# demo_stop PID: stop one program we started (SIGTERM, then SIGKILL after 1 s).
+demo_stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null
+    demo_wait_exit "$pid" 1 || { kill -KILL "$pid" 2>/dev/null; demo_wait_exit "$pid" 1; }
+    return 0
+}
+
 # demo_wait_exit PID SECONDS: wait for a background program to finish and
 # for its output to be printed. Returns its exit status, or 124 if it is
 # still running after SECONDS.

@@ -1,0 +1,112 @@
+#!/usr/bin/env bats
+# Lesson 2 -- non-blocking connect: the four outcomes, their exit statuses,
+# the timeout's accuracy, retries with backoff.
+
+load helpers
+
+L=02_nonblocking_connect
+
+client() { "$(bin $L client)" "$@"; }
+
+# A port nobody listens on: a server's port, after the server stopped.
+closed_port() {
+    start_server gone "$(bin $L server)" --port 0
+    stop_pid "$PID"
+}
+
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+@test "connected: result line names the peer and the time, exit status 0" {
+    start_server server "$(bin $L server)" --port 0
+    run client --port "$PORT" --timeout 1000 --connect-only
+    [ "$status" -eq 0 ]
+    [[ $output =~ ^client:\ connected\ to\ 127\.0\.0\.1:$PORT\ in\ [0-9]+\.[0-9]\ ms$ ]]
+}
+
+@test "connected client still echoes 1 MiB of random bytes identically (lesson 1 behaviour)" {
+    start_server server "$(bin $L server)" --port 0
+    head -c 1048576 /dev/urandom >"$T/in"
+    timeout 30 "$(bin $L client)" --port "$PORT" <"$T/in" >"$T/echoed" 2>"$T/client.err"
+    cmp "$T/in" "$T/echoed"
+    grep -q '^client: connected to' "$T/client.err"
+}
+
+@test "refused: a closed port gives 'refused' and exit status 1" {
+    closed_port
+    run client --port "$PORT" --timeout 1000 --connect-only
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ refused\ by\ 127\.0\.0\.1:$PORT\ after\ [0-9]+\.[0-9]\ ms$ ]]
+}
+
+@test "timed out: a full accept queue makes connect time out within 50% of --timeout" {
+    start_server full "$(bin $L full_listener)" --port 0
+    start=$(ms_now)
+    run client --port "$PORT" --timeout 600 --connect-only
+    took=$(($(ms_now) - start))
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
+    reported=${BASH_REMATCH[1]}
+    [ "$reported" -ge 300 ] && [ "$reported" -le 900 ]
+    [ "$took" -ge 300 ] && [ "$took" -le 900 ]
+}
+
+@test "timed out: waiting with select instead of poll gives the same result" {
+    start_server full "$(bin $L full_listener)" --port 0
+    run client --port "$PORT" --timeout 400 --connect-only --wait select
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms ]]
+    [ "${BASH_REMATCH[1]}" -ge 200 ] && [ "${BASH_REMATCH[1]}" -le 600 ]
+}
+
+@test "self-connect: a socket bound to its destination is detected, exit status 1" {
+    run client --port 0 --self-connect --timeout 1000 --connect-only
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ self-connect:\ 127\.0\.0\.1:([0-9]+)\ is\ connected\ to\ itself ]]
+    [ "${BASH_REMATCH[1]}" -gt 0 ]
+}
+
+@test "self-connect on a chosen closed port, waiting with select" {
+    closed_port
+    run client --port "$PORT" --self-connect --timeout 1000 --connect-only --wait select
+    [ "$status" -eq 1 ]
+    [[ $output == "client: self-connect: 127.0.0.1:$PORT is connected to itself"* ]]
+}
+
+@test "--retry 2 on a closed port: three attempts, delays of 100 then 200 ms, exit 1" {
+    closed_port
+    start=$(ms_now)
+    run client --port "$PORT" --timeout 1000 --retry 2 --connect-only
+    took=$(($(ms_now) - start))
+    [ "$status" -eq 1 ]
+    [ "$(grep -c '^client: refused by' <<<"$output")" -eq 3 ]
+    [ "${lines[1]}" = "client: retry 1 of 2 in 100 ms" ]
+    [ "${lines[3]}" = "client: retry 2 of 2 in 200 ms" ]
+    [ "$took" -ge 300 ]
+}
+
+@test "--retry connects once a late server appears on the port" {
+    run env BIN_DIR="$BIN_ROOT/$L" timeout 30 "$ROOT/$L/run" retry
+    [ "$status" -eq 0 ]
+    [[ $output == *"[client] client: refused by"* ]]
+    [[ $output == *"[client] client: retry 1 of 6 in 100 ms"* ]]
+    [[ $output == *"[client] client: connected to"* ]]
+    [[ $output == *"exit status 0"* ]]
+}
+
+@test "the outcomes demo shows all four results with their exit statuses" {
+    run env BIN_DIR="$BIN_ROOT/$L" timeout 30 "$ROOT/$L/run" outcomes
+    [ "$status" -eq 0 ]
+    grep -A1 '\[client\] client: connected to' <<<"$output" | grep -q 'exit status 0'
+    grep -A1 '\[client\] client: refused by' <<<"$output" | grep -q 'exit status 1'
+    grep -A1 '\[client\] client: timed out after' <<<"$output" | grep -q 'exit status 1'
+    [ "$(grep -A1 'is connected to itself' <<<"$output" | grep -c 'exit status 1')" -eq 2 ]
+}
+
+@test "bad --timeout, --retry and --wait values get a one-line error and exit 2" {
+    run client --port 1 --timeout 0
+    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants 1..3600000 milliseconds" ]
+    run client --port 1 --retry -1
+    [ "$status" -eq 2 ] && [ "$output" = "client: --retry wants 0..100" ]
+    run client --port 1 --wait epoll
+    [ "$status" -eq 2 ] && [ "$output" = "client: --wait wants poll or select" ]
+}
