@@ -28,7 +28,7 @@ tools:
 	@$(MAKE) --no-print-directory -C tools CC='$(CC)' CFLAGS='$(CFLAGS)'
 
 # lesson-N: build lesson N (and the tools its demo uses), remember it for ./run.
-lesson-%: tools
+$(addprefix lesson-,$(LESSON_NUMBERS)): lesson-%: tools
 	@dir='$(call lesson_dir,$*)'; \
 	if [ -z "$$dir" ]; then echo "no lesson $* here (lessons: $(LESSON_NUMBERS))" >&2; exit 2; fi; \
 	$(MAKE) --no-print-directory -C $$dir CC='$(CC)' CFLAGS='$(CFLAGS)' && \
@@ -49,3 +49,6 @@ bench: all
 clean:
 	@for d in $(LESSONS) tools; do $(MAKE) --no-print-directory -C $$d clean; done
 	rm -rf build .current-lesson
+
+lesson-%:
+	@echo "no lesson $* here (lessons: $(LESSON_NUMBERS))" >&2; exit 2

@@ -122,16 +122,18 @@ stop_pid() {
 # as a "$ COMMAND" line; run it from the repository root, against the build
 # under test, with a 60 s bound. Sets $status and $output like `run`.
 doc_cmd() {
-    local md=$ROOT/lessons/$1 cmd=$2 lesson
+    local md cmd=$2 lesson
+    md=$(doc_path "$1")
     if ! grep -qxF -- "\$ $cmd" "$md"; then
-        echo "'$cmd' is not printed in lessons/$1" >&2
+        echo "'$cmd' is not printed in $md" >&2
         return 1
     fi
     lesson=$(basename "$md" .md)
     if [[ $cmd == make* ]]; then
         # make commands change the checkout (.current-lesson, binaries):
-        # run them where a student would, in a fresh copy of the repository.
-        fresh_copy
+        # run them where a student would, in a fresh copy of the repository
+        # (made now unless the test made one already).
+        [ -d "$T/fresh" ] || fresh_copy
         run timeout 120 bash -c "cd '$T/fresh' && $cmd"
         return
     fi
@@ -148,9 +150,14 @@ fresh_copy() {
     [ -f "$T/fresh/Makefile" ]
 }
 
-# doc_commands LESSON_MD: every "$ command" line of a lesson text.
+# doc_path NAME.md: lessons/NAME.md, or NAME.md at the top (README.md).
+doc_path() {
+    if [ "$1" != README.md ] && [ -f "$ROOT/lessons/$1" ]; then echo "$ROOT/lessons/$1"; else echo "$ROOT/$1"; fi
+}
+
+# doc_commands NAME.md: every "$ command" line of a text.
 doc_commands() {
-    sed -n 's/^\$ //p' "$ROOT/lessons/$1"
+    sed -n 's/^\$ //p' "$(doc_path "$1")"
 }
 
 # Assert that every command a lesson text prints is run by some test

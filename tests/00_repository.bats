@@ -1,0 +1,122 @@
+#!/usr/bin/env bats
+# The repository as a student meets it: fresh copy, make lesson-N, ./run,
+# every lesson building alone, code style, the README's commands.
+
+load helpers
+
+lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
+
+@test "./run with no lesson built says to type make lesson-1 first" {
+    fresh_copy
+    run "$T/fresh/run"
+    [ "$status" -eq 2 ]
+    [ "$output" = "run: no lesson is built yet: type 'make lesson-1' first (or lesson-2, ...)" ]
+}
+
+@test "make lesson-1 && ./run finishes within 15 s showing the naive receiver and the deadlock" {
+    doc_cmd README.md 'make lesson-1 && ./run'
+    [ "$status" -eq 0 ]
+    [[ $output == *'recv #1 -> 10 bytes: "helloworld"'* ]]
+    [[ $output == *'message #1 (5 bytes): "hello"'* ]]
+    [[ $output == *"stuck: client pid"* ]]
+    # timed on its own, without the build
+    SECONDS=0
+    run timeout 15 "$T/fresh/run"
+    [ "$status" -eq 0 ]
+    [ "$SECONDS" -le 15 ]
+}
+
+@test "make lesson-2 && ./run finishes within 15 s showing the four connect outcomes" {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-2 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    for r in "connected to" "refused by" "timed out after" "self-connect:"; do
+        [[ $output == *"client: $r"* ]]
+    done
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ "$took" -le 15 ]
+}
+
+@test "make lesson-1 && ./run --help lists the lesson's scenarios" {
+    doc_cmd README.md 'make lesson-1 && ./run --help'
+    [ "$status" -eq 0 ]
+    for s in naive readn echo deadlock ttcp; do
+        grep -qE "^  $s " <<<"$output"
+    done
+}
+
+@test "every lesson directory builds alone, with gcc and with clang, warnings as errors" {
+    fresh_copy
+    command -v clang >/dev/null || skip "clang is not installed (gcc build checked by make test)"
+    for d in $(lesson_dirs); do
+        run make -C "$T/fresh/$d" CC=clang
+        [ "$status" -eq 0 ] || { echo "$output"; false; }
+        [ -x "$T/fresh/$d/server" ] && [ -x "$T/fresh/$d/client" ]
+        make -C "$T/fresh/$d" clean >/dev/null
+        run make -C "$T/fresh/$d" CC=gcc
+        [ "$status" -eq 0 ] || { echo "$output"; false; }
+    done
+}
+
+@test "every lesson directory has a text in lessons/ and a test suite" {
+    for d in $(lesson_dirs); do
+        [ -s "$ROOT/lessons/$d.md" ] || { echo "missing lessons/$d.md"; false; }
+        [ -s "$ROOT/tests/$d.bats" ] || { echo "missing tests/$d.bats"; false; }
+    done
+}
+
+@test "the C sources follow .clang-format" {
+    command -v clang-format >/dev/null || skip "clang-format is not installed"
+    cd "$ROOT"
+    run clang-format --dry-run -Werror [0-9][0-9]_*/*.[ch] tools/*.c
+    [ "$status" -eq 0 ] || { echo "$output" | head -40; false; }
+}
+
+@test "cppcheck finds nothing in the C sources" {
+    command -v cppcheck >/dev/null || skip "cppcheck is not installed"
+    cd "$ROOT"
+    for d in $(lesson_dirs) tools; do
+        run cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+            --inline-suppr -D_GNU_SOURCE "$d"
+        [ "$status" -eq 0 ] || { echo "$d: $output"; false; }
+    done
+}
+
+@test "make test explains how to get bats when it is missing and cannot be installed" {
+    mkdir "$T/bin"
+    for f in /usr/bin/* /bin/*; do
+        case ${f##*/} in bats | npm | npx) ;; *) ln -sf "$f" "$T/bin/" 2>/dev/null ;; esac
+    done
+    run env PATH="$T/bin" IGNORE_SYSTEM_BATS=1 BATS_INSTALL_DIR="$T/nobats" "$ROOT/tests/run_suites" --bin "$BIN_ROOT" 00_none
+    [ "$status" -eq 1 ]
+    [[ $output == *"sudo apt-get install bats"* ]]
+    [[ $output == *"npm install --prefix .bats bats@"* ]]
+    [ "${lines[-1]}" = "0 passed, 1 failed" ]
+}
+
+@test "make bench prints the ttcp table" {
+    doc_cmd README.md 'make bench'
+    [ "$status" -eq 0 ]
+    grep -qE '^ *length +messages +seconds +MB/s$' <<<"$output"
+    grep -qE '^ *stream +- +[0-9.]+ +[0-9.]+$' <<<"$output"
+}
+
+@test "make clean removes what was built" {
+    fresh_copy
+    make -C "$T/fresh" lesson-1 >/dev/null
+    [ -x "$T/fresh/01_socket_basics/server" ]
+    doc_cmd README.md 'make clean'
+    [ "$status" -eq 0 ]
+    [ ! -e "$T/fresh/.current-lesson" ]
+    [ ! -e "$T/fresh/01_socket_basics/server" ]
+    [ ! -e "$T/fresh/tools/ttcp" ]
+}
+
+@test "every command printed in README.md is run by a test (make test is what CI runs)" {
+    missing=0
+    while IFS= read -r cmd; do
+        [ "$cmd" = "make test" ] && continue
+        grep -qF -- "doc_cmd README.md '$cmd'" "$ROOT"/tests/*.bats || { echo "untested: $cmd"; missing=1; }
+    done < <(doc_commands README.md)
+    [ "$missing" -eq 0 ]
+}
