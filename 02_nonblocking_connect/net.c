@@ -193,26 +193,27 @@ const char *net_addr_str(const struct sockaddr *sa, char *out)
     return out;
 }
 
-const char *net_local_str(int fd, char *out)
+/* getsockname() or getpeername(): same signature, same formatting. */
+static const char *socket_addr_str(int fd, char *out,
+                                   int (*get)(int, struct sockaddr *, socklen_t *))
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
+    if (get(fd, (struct sockaddr *)&ss, &len) == -1) {
         snprintf(out, ADDR_STR_LEN, "?");
         return out;
     }
     return net_addr_str((struct sockaddr *)&ss, out);
 }
 
+const char *net_local_str(int fd, char *out)
+{
+    return socket_addr_str(fd, out, getsockname);
+}
+
 const char *net_peer_str(int fd, char *out)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) == -1) {
-        snprintf(out, ADDR_STR_LEN, "?");
-        return out;
-    }
-    return net_addr_str((struct sockaddr *)&ss, out);
+    return socket_addr_str(fd, out, getpeername);
 }
 
 bool net_wait_peer_done(int fd, int timeout_ms)
