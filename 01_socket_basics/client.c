@@ -20,6 +20,7 @@
 
 #define IO_CHUNK_BYTES       65536
 #define PROGRESS_EVERY_BYTES (1 << 20)
+#define MAX_SEND_FIRST_BYTES (1L << 40)
 
 struct config {
     const char *host;
@@ -56,11 +57,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         case 'H': cfg->host = optarg; break;
         case 'p': cfg->port = parse_port(optarg); break;
         case 's':
-            cfg->send_first_bytes = strtoll(optarg, NULL, 10);
-            if (cfg->send_first_bytes < 1) {
-                fprintf(stderr, "client: --send-first wants a positive byte count\n");
-                exit(2);
-            }
+            cfg->send_first_bytes = parse_number("--send-first", optarg, 1, MAX_SEND_FIRST_BYTES);
             break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); exit(0);
@@ -89,16 +86,18 @@ static void *stdin_to_socket(void *arg)
         }
         if (n == 0)
             break;
+        trace("send fd=%d <- %zd bytes", fd, n);
         if (writen(fd, buf, (size_t)n) == -1)
             die("send");
-        trace("send fd=%d <- %zd bytes", fd, n);
     }
+    /* Say we are done BEFORE the FIN leaves: the server may answer it, and
+     * the main thread see the end of the echo, before this thread runs on. */
+    trace("stdin ended: shutdown(SHUT_WR) fd=%d", fd);
+    atomic_store(&writer_done, true);
     /* "I have nothing more to say": FIN goes out after the queued bytes.
      * The server's recv() returns 0, it closes, and our reader sees 0 too. */
     if (shutdown(fd, SHUT_WR) == -1)
         die("shutdown");
-    trace("stdin ended: shutdown(SHUT_WR) fd=%d", fd);
-    atomic_store(&writer_done, true);
     return NULL;
 }
 
@@ -195,7 +194,7 @@ int main(int argc, char **argv)
      * already finished, otherwise exit() takes it down with us. */
     if (atomic_load(&writer_done))
         pthread_join(writer, NULL);
-    else
+    else if (rc == 0)
         trace("server closed first; not waiting for the stdin thread");
     close(fd);
     return rc;

@@ -46,16 +46,23 @@ void trace(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-int parse_port(const char *text)
+long parse_number(const char *option, const char *text, long min, long max)
 {
     char *end;
     errno = 0;
-    long port = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || port < 0 || port > 65535) {
-        fprintf(stderr, "%s: bad port '%s' (want 0..65535)\n", prog_name, text);
+    long n = strtol(text, &end, 10);
+    /* strtol() alone accepts "5x" as 5 and "" as 0: check where it stopped. */
+    if (errno != 0 || end == text || *end != '\0' || n < min || n > max) {
+        fprintf(stderr, "%s: %s wants a number in %ld..%ld, not '%s'\n", prog_name, option, min,
+                max, text);
         exit(2);
     }
-    return (int)port;
+    return n;
+}
+
+int parse_port(const char *text)
+{
+    return (int)parse_number("--port", text, 0, 65535);
 }
 
 void ignore_sigpipe(void)

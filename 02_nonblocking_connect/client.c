@@ -27,10 +27,12 @@
 
 #define IO_CHUNK_BYTES       65536
 #define PROGRESS_EVERY_BYTES (1 << 20)
+#define MAX_SEND_FIRST_BYTES (1L << 40)
 #define DEFAULT_TIMEOUT_MS   10000
 #define FIRST_RETRY_DELAY_MS 100  /* doubled after every failed attempt... */
 #define MAX_RETRY_DELAY_MS   2000 /* ...up to this */
 #define MAX_RETRIES          100
+#define MAX_TIMEOUT_MS       3600000
 
 struct config {
     const char *host;
@@ -88,26 +90,12 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         case 'H': cfg->host = optarg; break;
         case 'p': cfg->port = parse_port(optarg); break;
         case 's':
-            cfg->send_first_bytes = strtoll(optarg, NULL, 10);
-            if (cfg->send_first_bytes < 1) {
-                fprintf(stderr, "client: --send-first wants a positive byte count\n");
-                exit(2);
-            }
+            cfg->send_first_bytes = parse_number("--send-first", optarg, 1, MAX_SEND_FIRST_BYTES);
             break;
         case 't':
-            cfg->timeout_ms = (int)strtol(optarg, NULL, 10);
-            if (cfg->timeout_ms < 1 || cfg->timeout_ms > 3600000) {
-                fprintf(stderr, "client: --timeout wants 1..3600000 milliseconds\n");
-                exit(2);
-            }
+            cfg->timeout_ms = (int)parse_number("--timeout", optarg, 1, MAX_TIMEOUT_MS);
             break;
-        case 'r':
-            cfg->retries = (int)strtol(optarg, NULL, 10);
-            if (cfg->retries < 0 || cfg->retries > MAX_RETRIES) {
-                fprintf(stderr, "client: --retry wants 0..%d\n", MAX_RETRIES);
-                exit(2);
-            }
-            break;
+        case 'r': cfg->retries = (int)parse_number("--retry", optarg, 0, MAX_RETRIES); break;
         case 'w':
             if (strcmp(optarg, "poll") == 0) {
                 cfg->wait = WAIT_POLL;
@@ -147,16 +135,18 @@ static void *stdin_to_socket(void *arg)
         }
         if (n == 0)
             break;
+        trace("send fd=%d <- %zd bytes", fd, n);
         if (writen(fd, buf, (size_t)n) == -1)
             die("send");
-        trace("send fd=%d <- %zd bytes", fd, n);
     }
+    /* Say we are done BEFORE the FIN leaves: the server may answer it, and
+     * the main thread see the end of the echo, before this thread runs on. */
+    trace("stdin ended: shutdown(SHUT_WR) fd=%d", fd);
+    atomic_store(&writer_done, true);
     /* "I have nothing more to say": FIN goes out after the queued bytes.
      * The server's recv() returns 0, it closes, and our reader sees 0 too. */
     if (shutdown(fd, SHUT_WR) == -1)
         die("shutdown");
-    trace("stdin ended: shutdown(SHUT_WR) fd=%d", fd);
-    atomic_store(&writer_done, true);
     return NULL;
 }
 
@@ -324,7 +314,7 @@ int main(int argc, char **argv)
      * already finished, otherwise exit() takes it down with us. */
     if (atomic_load(&writer_done))
         pthread_join(writer, NULL);
-    else
+    else if (rc == 0)
         trace("server closed first; not waiting for the stdin thread");
     close(fd);
     return rc;

@@ -28,26 +28,26 @@ const char *connect_result_name(enum connect_result r)
     return "?";
 }
 
-static long long now_ms(void)
+static long long now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* never jumps, unlike the wall clock */
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Wait until fd is writable or the deadline passes. Returns 1 (writable),
+/* Wait until fd is writable or the deadline (in microseconds) passes. Returns 1 (writable),
  * 0 (deadline passed) or -1 (error, errno set). A signal (EINTR) only
  * recomputes how much time is left: the deadline does not move. */
-static int wait_writable(int fd, enum connect_wait how, long long deadline_ms)
+static int wait_writable(int fd, enum connect_wait how, long long deadline_us)
 {
     for (;;) {
-        long long left = deadline_ms - now_ms();
+        long long left = deadline_us - now_us();
         if (left <= 0)
             return 0;
         int n;
         if (how == WAIT_POLL) {
             struct pollfd p = {.fd = fd, .events = POLLOUT};
-            n = poll(&p, 1, (int)left);
+            n = poll(&p, 1, (int)((left + 999) / 1000)); /* round up: never wake early */
         } else {
             /* select() can only watch fds below FD_SETSIZE (1024): FD_SET
              * on a larger fd writes outside the fd_set. Refuse instead. */
@@ -58,7 +58,7 @@ static int wait_writable(int fd, enum connect_wait how, long long deadline_ms)
             fd_set wset;
             FD_ZERO(&wset); /* select() modifies the set: rebuild it every time */
             FD_SET(fd, &wset);
-            struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+            struct timeval tv = {.tv_sec = left / 1000000, .tv_usec = left % 1000000};
             n = select(fd + 1, NULL, &wset, NULL, &tv);
         }
         if (n == -1 && errno == EINTR)
@@ -101,7 +101,7 @@ static enum connect_result classify(int err)
 enum connect_result connect_with_timeout(const struct connect_request *req, int *fd_out,
                                          int *err_out)
 {
-    long long deadline_ms = now_ms() + req->timeout_ms;
+    long long deadline_us = now_us() + (long long)req->timeout_ms * 1000;
     *fd_out = -1;
     *err_out = 0;
 
@@ -133,7 +133,7 @@ enum connect_result connect_with_timeout(const struct connect_request *req, int 
          * wait for it exactly as for EINPROGRESS. */
         if (errno != EINPROGRESS && errno != EINTR)
             return fail(fd, errno, classify(errno), err_out);
-        int ready = wait_writable(fd, req->wait, deadline_ms);
+        int ready = wait_writable(fd, req->wait, deadline_us);
         if (ready == -1)
             return fail(fd, errno, CONNECT_FAILED, err_out);
         if (ready == 0)
@@ -147,7 +147,8 @@ enum connect_result connect_with_timeout(const struct connect_request *req, int 
         if (err != 0)
             return fail(fd, err, classify(err), err_out);
     }
-    /* connect() may also succeed at once (possible on loopback). */
+    /* POSIX lets connect() succeed at once even on a non-blocking socket
+     * (Linux TCP always says EINPROGRESS; Unix-domain sockets need not). */
 
     if (req->local_out != NULL)
         net_local_str(fd, req->local_out);

@@ -2,9 +2,9 @@
  *
  * For the "timed out" outcome without leaving the machine: listen with a
  * backlog of 0 and never accept. One connection fills the accept queue;
- * while it is full, Linux drops every new SYN (the client's kernel will
- * retransmit it after 1 s, 3 s, 7 s...), so a connect to this port hangs
- * exactly like one to a host that has vanished.
+ * while it is full, Linux drops every new SYN (the client's kernel keeps
+ * retransmitting it, at longer and longer intervals, for about two
+ * minutes), so a connect to this port hangs like one to a vanished host.
  */
 #include "net.h"
 
@@ -51,11 +51,14 @@ int main(int argc, char **argv)
 
     /* Fill the queue ourselves: this connect completes (the queue had room),
      * and nobody will ever accept it. */
-    char addr[ADDR_STR_LEN];
-    net_local_str(listen_fd, addr);
-    int port_now = (int)strtol(strrchr(addr, ':') + 1, NULL, 10);
-    int filler = net_connect(host, port_now);
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) == -1)
+        die("getsockname");
+    int filler = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (filler == -1)
+        die("socket");
+    if (connect(filler, (struct sockaddr *)&addr, len) == -1)
         die("connect (filling the accept queue)");
 
     net_print_listening(listen_fd);

@@ -24,8 +24,10 @@ extern const char *prog_name;
 extern bool verbose;
 void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* "0".."65535" -> port number; anything else exits with a usage error. */
-int parse_port(const char *text);
+/* Command-line numbers: the whole text must be a number in min..max, or
+ * the program exits with status 2 and a line naming the option. */
+long parse_number(const char *option, const char *text, long min, long max);
+int parse_port(const char *text); /* parse_number("--port", text, 0, 65535) */
 
 /* Ignore SIGPIPE, so writing to a closed peer returns EPIPE instead of killing us. */
 void ignore_sigpipe(void);

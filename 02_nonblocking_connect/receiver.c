@@ -73,7 +73,7 @@ static void readn_receive(int fd, size_t size)
         if (n == -1)
             die("recv");
         if (n == 0) {
-            printf("end of stream after %d messages\n", number - 1);
+            printf("end of stream after %d message%s\n", number - 1, number == 2 ? "" : "s");
             break;
         }
         if ((size_t)n < size) {
@@ -123,7 +123,7 @@ int main(int argc, char **argv)
         case 'H': host = optarg; break;
         case 'p': port = parse_port(optarg); break;
         case 'm': mode = optarg; break;
-        case 's': size = strtol(optarg, NULL, 10); break;
+        case 's': size = parse_number("--size", optarg, 1, MAX_MESSAGE_BYTES); break;
         case 'l': late = true; break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;

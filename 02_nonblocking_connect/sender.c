@@ -46,13 +46,13 @@ int main(int argc, char **argv)
         switch (c) {
         case 'H': host = optarg; break;
         case 'p': port = parse_port(optarg); break;
-        case 'g': gap_ms = strtol(optarg, NULL, 10); break;
+        case 'g': gap_ms = parse_number("--gap-ms", optarg, 0, 60000); break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (port < 1 || optind == argc || gap_ms < 0 || gap_ms > 60000) {
+    if (port < 1 || optind == argc) {
         usage(stderr);
         return 2;
     }

@@ -54,15 +54,9 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         switch (c) {
         case 'H': cfg->host = optarg; break;
         case 'p': cfg->port = parse_port(optarg); break;
-        case 'c': {
-            long n = strtol(optarg, NULL, 10);
-            if (n < 1 || n > MAX_CHUNK_BYTES) {
-                fprintf(stderr, "server: --chunk must be 1..%d\n", MAX_CHUNK_BYTES);
-                exit(2);
-            }
-            cfg->chunk_bytes = (size_t)n;
+        case 'c':
+            cfg->chunk_bytes = (size_t)parse_number("--chunk", optarg, 1, MAX_CHUNK_BYTES);
             break;
-        }
         case 'v': verbose = true; break;
         case 'R': cfg->reuse_addr = false; break;
         case 'h': usage(stdout); exit(0);

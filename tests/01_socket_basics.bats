@@ -115,9 +115,13 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
 @test "bad arguments get a one-line error and exit status 2" {
     run "$(bin $L server)" --port 70000
     [ "$status" -eq 2 ]
-    [ "$output" = "server: bad port '70000' (want 0..65535)" ]
+    [ "$output" = "server: --port wants a number in 0..65535, not '70000'" ]
     run "$(bin $L client)" --port 1 --send-first -5
     [ "$status" -eq 2 ]
+    [ "$output" = "client: --send-first wants a number in 1..1099511627776, not '-5'" ]
+    run "$(bin $L server)" --chunk 4k
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --chunk wants a number in 1..1048576, not '4k'" ]
 }
 
 @test "client reports a refused connection in one line and exits 1" {

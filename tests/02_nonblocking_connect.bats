@@ -104,9 +104,11 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 @test "bad --timeout, --retry and --wait values get a one-line error and exit 2" {
     run client --port 1 --timeout 0
-    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants 1..3600000 milliseconds" ]
+    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants a number in 1..3600000, not '0'" ]
+    run client --port 1 --timeout 5x
+    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants a number in 1..3600000, not '5x'" ]
     run client --port 1 --retry -1
-    [ "$status" -eq 2 ] && [ "$output" = "client: --retry wants 0..100" ]
+    [ "$status" -eq 2 ] && [ "$output" = "client: --retry wants a number in 0..100, not '-1'" ]
     run client --port 1 --wait epoll
     [ "$status" -eq 2 ] && [ "$output" = "client: --wait wants poll or select" ]
 }
