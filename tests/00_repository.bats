@@ -37,6 +37,17 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     [ "$took" -le 15 ]
 }
 
+@test "make lesson-3 && ./run finishes within 15 s showing clients served at once and the fd limit" {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-3 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    [[ $output == *"[alice] a2"* && $output == *"[bob] b2"* && $output == *"[carol] c2"* ]]
+    [[ $output == *"refused: out of file descriptors"* ]]
+    [[ $output == *"[client] served again"* ]]
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ "$took" -le 15 ]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]
