@@ -1,0 +1,395 @@
+/* server.c -- one thread, many clients: the epoll echo server of lesson 4
+ *
+ * Every socket is non-blocking, and one loop (loop_epoll.c) waits for
+ * whichever is ready, level- or edge-triggered (--mode). This file holds
+ * the connection table, accept() and its errors, and the handlers that
+ * read, echo and close. A handler never blocks: it does what the kernel
+ * allows now and returns what it wants to wait for next.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_TURN 64  /* then let the other connections have a turn */
+#define ACCEPT_PAUSE_MS  100 /* when even the spare fd is gone */
+#define MAX_CONNS_LIMIT  10000000
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: server [--mode lt|et|et-no-drain] [--oneshot] [--host ADDR] [--port N]\n"
+                 "              [--max-conns N] [-v]\n"
+                 "Echo server: one thread serves every client, waiting with epoll.\n"
+                 "  --mode lt          level-triggered (default): one read per event is enough\n"
+                 "  --mode et          edge-triggered: read (and accept) until EAGAIN\n"
+                 "  --mode et-no-drain edge-triggered, one read per event: THE BUG, on purpose\n"
+                 "  --oneshot          EPOLLONESHOT: each event disables the fd until re-armed\n"
+                 "  --read-bytes N     read at most N bytes per recv (1..65536, default 65536)\n"
+                 "  --host ADDR        address to bind (default 127.0.0.1)\n"
+                 "  --port N           port (default 9000; 0 = let the kernel choose)\n"
+                 "  --max-conns N      close connections beyond N at once (default: no limit\n"
+                 "                     but the fd limit, ulimit -n)\n"
+                 "  -v, --verbose      print every readiness event, accept, recv, send, close\n"
+                 "Prints 'listening on HOST:PORT' first. SIGINT/SIGTERM stop it (exit 0).\n");
+}
+
+static void parse_args(int argc, char **argv, struct config *cfg)
+{
+    static const struct option opts[] = {
+        {"mode", required_argument, NULL, 'M'},
+        {"oneshot", no_argument, NULL, 'o'},
+        {"read-bytes", required_argument, NULL, 'R'},
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"max-conns", required_argument, NULL, 'm'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "M:oR:H:p:m:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'M':
+            if (strcmp(optarg, "lt") == 0) {
+                cfg->mode = MODE_LT;
+            } else if (strcmp(optarg, "et") == 0) {
+                cfg->mode = MODE_ET;
+            } else if (strcmp(optarg, "et-no-drain") == 0) {
+                cfg->mode = MODE_ET_NO_DRAIN;
+            } else {
+                fprintf(stderr, "server: --mode wants lt, et or et-no-drain, not '%s'\n", optarg);
+                exit(2);
+            }
+            break;
+        case 'o': cfg->oneshot = true; break;
+        case 'R':
+            cfg->read_bytes = (size_t)parse_number("--read-bytes", optarg, 1, IO_BUF_BYTES);
+            break;
+        case 'H': cfg->host = optarg; break;
+        case 'p': cfg->port = parse_port(optarg); break;
+        case 'm': cfg->max_conns = parse_number("--max-conns", optarg, 1, MAX_CONNS_LIMIT); break;
+        case 'v': verbose = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "server: unexpected argument '%s'\n", argv[optind]);
+        exit(2);
+    }
+}
+
+/* ---- the connection table: conns[fd] ---- */
+
+static void table_put(struct server *s, struct conn *c)
+{
+    if (c->fd >= s->conns_cap) {
+        int cap = s->conns_cap == 0 ? 64 : s->conns_cap;
+        while (cap <= c->fd)
+            cap *= 2;
+        struct conn **grown = realloc(s->conns, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            die("realloc");
+        memset(grown + s->conns_cap, 0, (size_t)(cap - s->conns_cap) * sizeof *grown);
+        s->conns = grown;
+        s->conns_cap = cap;
+    }
+    s->conns[c->fd] = c;
+    if (c->fd > s->max_fd)
+        s->max_fd = c->fd;
+    s->nconns++;
+}
+
+static void table_remove(struct server *s, int fd)
+{
+    s->conns[fd] = NULL;
+    s->nconns--;
+    while (s->max_fd >= 0 && s->conns[s->max_fd] == NULL)
+        s->max_fd--;
+}
+
+void conn_close(struct server *s, struct conn *c, const char *why)
+{
+    trace("close fd=%d (%s)", c->fd, why);
+    table_remove(s, c->fd);
+    if (close(c->fd) == -1)
+        fprintf(stderr, "server: %s: close: %s\n", c->peer, strerror(errno));
+    free(c->pending);
+    free(c);
+}
+
+/* ---- accept ---- */
+
+/* Running out of file descriptors (EMFILE: this process, ENFILE: the whole
+ * system) is the classic accept trap: the connection stays in the queue,
+ * the listening socket stays readable, and a naive loop spins at 100% CPU.
+ * The remedy: keep one fd in reserve. When accept() says EMFILE, give the
+ * reserve back, accept the connection with it, close it at once (the
+ * client sees a clean end of stream instead of waiting forever), and take
+ * the reserve again. */
+static bool accept_with_spare(struct server *s)
+{
+    if (s->spare_fd == -1) {
+        /* No reserve left (we could not reopen it): stop watching the
+         * listener for a moment instead of spinning. */
+        fprintf(stderr, "server: accept: out of file descriptors, pausing accept for %d ms\n",
+                ACCEPT_PAUSE_MS);
+        s->accept_paused_until_ms = now_ms() + ACCEPT_PAUSE_MS;
+        return false;
+    }
+    close(s->spare_fd);
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    int fd = accept(s->listen_fd, (struct sockaddr *)&addr, &len);
+    if (fd != -1) {
+        char peer[ADDR_STR_LEN];
+        fprintf(stderr, "server: %s: refused: out of file descriptors\n",
+                net_addr_str((struct sockaddr *)&addr, peer));
+        close(fd);
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    /* fd == -1: the queue was empty after all (accept4 reports EMFILE
+     * before it looks at the queue). */
+    return fd != -1;
+}
+
+static struct conn *conn_new(int fd, const struct sockaddr *peer)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->fd = fd;
+    c->want = WANT_READ;
+    net_addr_str(peer, c->peer);
+    return c;
+}
+
+/* Refuse a connection we cannot or will not serve: close it at once, so the
+ * client sees the end of the stream, and say why in one line. */
+static void refuse(int fd, const char *peer, const char *why)
+{
+    fprintf(stderr, "server: %s: refused: %s\n", peer, why);
+    close(fd);
+}
+
+void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn *, void *),
+                   void *arg)
+{
+    /* Edge-triggered: the listener reports readable once for a whole burst
+     * of connections; stopping before EAGAIN would strand the rest until
+     * the next client arrives. Level-triggered: it reports again, so we
+     * may stop early and let the other connections have their turn. */
+    int max_accepts = s->cfg.mode == MODE_LT ? ACCEPTS_PER_TURN : INT_MAX;
+    for (int i = 0; i < max_accepts; i++) {
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof addr;
+        /* accept4: the new socket is born non-blocking and close-on-exec
+         * (a plain accept() does not inherit O_NONBLOCK on Linux). */
+        int fd =
+            accept4(s->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return; /* the queue is empty */
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue; /* a signal; a client that gave up while queued */
+            if (errno == EMFILE || errno == ENFILE) {
+                if (!accept_with_spare(s))
+                    return;
+                continue;
+            }
+            fprintf(stderr, "server: accept: %s\n", strerror(errno));
+            return;
+        }
+        char peer[ADDR_STR_LEN];
+        net_addr_str((struct sockaddr *)&addr, peer);
+        if (s->cfg.max_conns > 0 && s->nconns >= s->cfg.max_conns) {
+            refuse(fd, peer, "--max-conns reached");
+            continue;
+        }
+        struct conn *c = conn_new(fd, (struct sockaddr *)&addr);
+        if (c == NULL) {
+            refuse(fd, peer, "out of memory");
+            continue;
+        }
+        table_put(s, c);
+        trace("accept fd=%d from %s (%ld connections)", fd, c->peer, s->nconns);
+        new_cb(s, c, arg);
+    }
+}
+
+bool server_accepting(struct server *s)
+{
+    if (s->accept_paused_until_ms != 0 && now_ms() >= s->accept_paused_until_ms) {
+        s->accept_paused_until_ms = 0;
+        if (s->spare_fd == -1)
+            s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    return s->accept_paused_until_ms == 0;
+}
+
+int server_wait_ms(const struct server *s)
+{
+    if (s->accept_paused_until_ms == 0)
+        return -1;
+    long long left = s->accept_paused_until_ms - now_ms();
+    return left < 0 ? 0 : (int)left;
+}
+
+/* ---- the handlers ---- */
+
+/* Send what is pending. Returns WANT_READ when all of it went out. */
+static enum want conn_flush(struct conn *c)
+{
+    while (c->pending_off < c->pending_len) {
+        /* MSG_NOSIGNAL: EPIPE instead of SIGPIPE, for this call (we also
+         * ignore SIGPIPE, but this way the handler is safe on its own). */
+        ssize_t n =
+            send(c->fd, c->pending + c->pending_off, c->pending_len - c->pending_off, MSG_NOSIGNAL);
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                trace("send fd=%d: EAGAIN with %zu bytes pending: wait for writable", c->fd,
+                      c->pending_len - c->pending_off);
+                return WANT_WRITE;
+            }
+            fprintf(stderr, "server: %s: send: %s\n", c->peer, strerror(errno));
+            return WANT_CLOSE;
+        }
+        trace("send fd=%d <- %zd bytes", c->fd, n);
+        c->pending_off += (size_t)n;
+    }
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_off = c->pending_len = 0;
+    return WANT_READ;
+}
+
+/* One recv and its echo. *drained is set when recv said EAGAIN. */
+static enum want read_once(struct server *s, struct conn *c, bool *drained)
+{
+    ssize_t n = recv(c->fd, s->io_buf, s->cfg.read_bytes, 0);
+    if (n == -1) {
+        if (errno == EINTR)
+            return WANT_READ;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *drained = true;
+            return WANT_READ; /* nothing (more) to read: not an error */
+        }
+        fprintf(stderr, "server: %s: recv: %s\n", c->peer, strerror(errno));
+        return WANT_CLOSE;
+    }
+    if (n == 0) {
+        trace("recv fd=%d -> 0 bytes: %s closed its side", c->fd, c->peer);
+        return WANT_CLOSE;
+    }
+    trace("recv fd=%d -> %zd bytes", c->fd, n);
+    /* Echo straight from the shared buffer; only what the kernel refuses
+     * is copied into the connection's own pending buffer. */
+    ssize_t sent = send(c->fd, s->io_buf, (size_t)n, MSG_NOSIGNAL);
+    if (sent == -1) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            fprintf(stderr, "server: %s: send: %s\n", c->peer, strerror(errno));
+            return WANT_CLOSE;
+        }
+        sent = 0;
+    }
+    if (sent > 0)
+        trace("send fd=%d <- %zd bytes", c->fd, sent);
+    if (sent == n)
+        return WANT_READ;
+    c->pending_len = (size_t)(n - sent);
+    c->pending_off = 0;
+    c->pending = malloc(c->pending_len);
+    if (c->pending == NULL) {
+        fprintf(stderr, "server: %s: out of memory\n", c->peer);
+        return WANT_CLOSE;
+    }
+    memcpy(c->pending, s->io_buf + sent, c->pending_len);
+    trace("send fd=%d: kernel took %zd of %zd bytes: wait for writable", c->fd, sent, n);
+    return WANT_WRITE;
+}
+
+enum want conn_on_readable(struct server *s, struct conn *c)
+{
+    if (s->cfg.mode != MODE_ET) {
+        /* lt: one recv per event is enough, epoll reports the socket again
+         * while data is left. et-no-drain does the same, and that is its
+         * bug: with EPOLLET nothing is reported again until NEW data
+         * arrives, so what is left waits for the client's next write. */
+        bool drained = false;
+        return read_once(s, c, &drained);
+    }
+    /* The lesson: read until EAGAIN, or ET never wakes us again for this data. */
+    for (int reads = 1;; reads++) {
+        bool drained = false;
+        enum want next = read_once(s, c, &drained);
+        if (drained) {
+            trace("drained fd=%d: EAGAIN after %d reads", c->fd, reads);
+            return next;
+        }
+        /* WANT_WRITE: the client is not reading its echo. Stop here; when
+         * the pending bytes are gone the loop re-arms EPOLLIN with
+         * EPOLL_CTL_MOD, which reports data that is already waiting. */
+        if (next != WANT_READ)
+            return next;
+    }
+}
+
+enum want conn_on_writable(struct conn *c)
+{
+    return conn_flush(c);
+}
+
+/* ---- setup ---- */
+
+int main(int argc, char **argv)
+{
+    static struct server s; /* static: the 64 KiB buffer does not belong on the stack */
+    s.cfg = (struct config){
+        .host = "127.0.0.1", .port = 9000, .mode = MODE_LT, .read_bytes = IO_BUF_BYTES};
+    prog_name = "server";
+    parse_args(argc, argv, &s.cfg);
+    ignore_sigpipe();
+    on_stop_signals();
+
+    s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
+    /* A non-blocking listener: accept() in server_accept() stops at EAGAIN
+     * instead of blocking when the queue is empty (another process, or a
+     * client that gave up, may have emptied it since select said so). */
+    int flags = fcntl(s.listen_fd, F_GETFL);
+    if (flags == -1 || fcntl(s.listen_fd, F_SETFL, flags | O_NONBLOCK) == -1)
+        die("fcntl(O_NONBLOCK)");
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s.spare_fd == -1)
+        die("open(/dev/null)");
+    s.max_fd = -1;
+    net_print_listening(s.listen_fd);
+
+    loop_epoll(&s);
+
+    fprintf(stderr, "server: stopping (%ld connections open)\n", s.nconns);
+    for (int fd = s.max_fd; fd >= 0; fd--)
+        if (s.conns[fd] != NULL)
+            conn_close(&s, s.conns[fd], "server stopping");
+    free(s.conns);
+    close(s.spare_fd);
+    close(s.listen_fd);
+    close(s.epfd);
+    return 0;
+}
