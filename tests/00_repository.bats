@@ -48,6 +48,17 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     [ "$took" -le 15 ]
 }
 
+@test "make lesson-4 && ./run finishes within 15 s showing lt, et and the stuck data of et-no-drain" {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-4 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c 'burst: sent 4000 bytes in one write, 4000 came back' <<<"$output")" -eq 2 ]
+    [[ $output == *"burst: sent 4000 bytes in one write, 1024 came back"* ]]
+    [[ $output == *"re-arm (EPOLLONESHOT)"* ]]
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ "$took" -le 15 ]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]

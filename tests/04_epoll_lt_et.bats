@@ -1,0 +1,141 @@
+#!/usr/bin/env bats
+# Lesson 4 -- epoll, level- and edge-triggered: both modes deliver a burst,
+# et-no-drain strands bytes until the client writes again, ET accepts
+# every queued connection, EPOLLONESHOT re-arms.
+
+load helpers
+
+L=04_epoll_lt_et
+
+echo_on() {
+    local got
+    printf '%s\n' "$2" >&"$1"
+    read -r -t 2 -u "$1" got
+    [ "$got" = "$2" ]
+}
+
+burst() { # MODE BYTES [server args...]: the client's two result lines
+    local mode=$1 bytes=$2
+    shift 2
+    start_server "server-$mode" "$(bin $L server)" --mode "$mode" --port 0 "$@"
+    run timeout 30 "$(bin $L client)" --port "$PORT" --burst "$bytes" --nudge
+    [ "$status" -eq 0 ]
+}
+
+@test "lt delivers a 1 MiB burst sent in one write" {
+    burst lt 1048576
+    [ "${lines[1]}" = "burst: sent 1048576 bytes in one write, 1048576 came back" ]
+}
+
+@test "et delivers a 1 MiB burst sent in one write" {
+    burst et 1048576
+    [ "${lines[1]}" = "burst: sent 1048576 bytes in one write, 1048576 came back" ]
+}
+
+@test "et reads until EAGAIN: one event, several reads, all 4000 bytes back" {
+    burst et 4000 --read-bytes 1024 -v
+    [ "${lines[1]}" = "burst: sent 4000 bytes in one write, 4000 came back" ]
+    grep -qE '^server: drained fd=[0-9]+: EAGAIN after 5 reads$' "$T/server-et.err"
+}
+
+@test "lt with small reads gets one event per read and delivers everything" {
+    burst lt 4000 --read-bytes 1024 -v
+    [ "${lines[1]}" = "burst: sent 4000 bytes in one write, 4000 came back" ]
+    [ "$(grep -cE '^server: recv fd=[0-9]+ -> (1024|928) bytes$' "$T/server-lt.err")" -eq 4 ]
+}
+
+@test "et-no-drain leaves bytes undelivered until the client writes again" {
+    burst et-no-drain 10000 --read-bytes 1024
+    # one edge, one read: 1024 bytes echoed, 8976 stuck in the server's kernel
+    [ "${lines[1]}" = "burst: sent 10000 bytes in one write, 1024 came back" ]
+    # the client's next byte is a new edge: exactly one more read
+    [ "${lines[2]}" = "nudge: sent 1 more byte, 1024 more came back (2048 of 10001 in all)" ]
+}
+
+@test "et-no-drain with a 1 MiB burst: the stuck bytes close the window, even a nudge cannot help" {
+    burst et-no-drain 1048576
+    [[ ${lines[1]} =~ ^burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back$ ]]
+    [ "${BASH_REMATCH[1]}" -lt 1048576 ]
+    [[ ${lines[2]} == "nudge: sent 1 more byte, 0 more came back"* ]]
+}
+
+@test "ET accepts every one of many connections that arrive together" {
+    start_server server "$(bin $L server)" --mode et --port 0
+    fds=()
+    for i in $(seq 300); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    for i in 0 99 150 299; do echo_on "${fds[$i]}" "conn $i"; done
+    for fd in "${fds[@]}"; do echo_on "$fd" x || { echo "fd $fd not served"; false; }; done
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+}
+
+@test "EPOLLONESHOT: the server re-arms the fd after every event" {
+    start_server server "$(bin $L server)" --mode lt --oneshot --port 0 -v
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" one
+    echo_on "$a" two
+    exec {a}>&-
+    [ "$(grep -cE '^server: fd=[0-9]+: re-arm \(EPOLLONESHOT\)$' "$T/server.err")" -ge 2 ]
+}
+
+@test "EPOLLOUT is turned on only while output is pending, then off again" {
+    # This client sends 2 MB before reading: the server's echo soon hits
+    # EAGAIN (EPOLLOUT on); once the client reads, the pending bytes drain
+    # (EPOLLIN on again). 2 MB fits in the kernel buffers: no deadlock.
+    start_server server "$(bin $L server)" --mode lt --port 0 -v
+    run timeout 30 "$(bin $L client)" --port "$PORT" --send-first 2000000
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: received 2000000 bytes back"* ]]
+    grep -qE '^server: fd=[0-9]+: EAGAIN: EPOLLOUT on$' "$T/server.err"
+    grep -qE '^server: fd=[0-9]+: all sent: EPOLLIN on$' "$T/server.err"
+}
+
+@test "200 concurrent clients each get their 64 KiB back identical, in lt and et" {
+    for mode in lt et; do
+        start_server "s-$mode" "$(bin $L server)" --mode "$mode" --port 0
+        mkdir -p "$T/$mode"
+        pids=()
+        for i in $(seq 200); do
+            head -c 65536 /dev/urandom >"$T/$mode/in.$i"
+            timeout 60 "$ROOT/$L/client" --port "$PORT" <"$T/$mode/in.$i" >"$T/$mode/out.$i" 2>/dev/null &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        for i in $(seq 200); do cmp -s "$T/$mode/in.$i" "$T/$mode/out.$i" || { echo "$mode client $i"; false; }; done
+    done
+}
+
+@test "a vanishing client (RST) does not disturb the others" {
+    start_server server "$(bin $L server)" --mode et --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" before
+    start_bg hog "$(bin $L client)" --port "$PORT" --send-first 20000000
+    wait_until 10 grep -q 'sent 2097152 of' "$T/hog.err"
+    { kill -KILL "$PID" && wait "$PID"; } 2>/dev/null || true
+    echo_on "$a" after
+}
+
+@test "under ulimit -n 16 extra clients are closed cleanly and newcomers served later" {
+    start_server server bash -c 'ulimit -n 16 && exec "$0" "$@"' "$(bin $L server)" --mode et --port 0
+    fds=()
+    for i in $(seq 30); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+    sleep 0.3
+    exec {n}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$n" newcomer
+}
+
+@test "bad --mode and --read-bytes values get a one-line error and exit 2" {
+    run "$(bin $L server)" --mode fast
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --mode wants lt, et or et-no-drain, not 'fast'" ]
+    run "$(bin $L server)" --read-bytes 0
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --read-bytes wants a number in 1..65536, not '0'" ]
+}
