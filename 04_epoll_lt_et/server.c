@@ -40,6 +40,8 @@ static void usage(FILE *out)
                  "  --mode et-no-drain edge-triggered, one read per event: THE BUG, on purpose\n"
                  "  --oneshot          EPOLLONESHOT: each event disables the fd until re-armed\n"
                  "  --read-bytes N     read at most N bytes per recv (1..65536, default 65536)\n"
+                 "  --sndbuf BYTES     set SO_SNDBUF on every connection (default: the kernel's\n"
+                 "                     autotuning); small values force partial sends\n"
                  "  --host ADDR        address to bind (default 127.0.0.1)\n"
                  "  --port N           port (default 9000; 0 = let the kernel choose)\n"
                  "  --max-conns N      close connections beyond N at once (default: no limit\n"
@@ -54,6 +56,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {"mode", required_argument, NULL, 'M'},
         {"oneshot", no_argument, NULL, 'o'},
         {"read-bytes", required_argument, NULL, 'R'},
+        {"sndbuf", required_argument, NULL, 'S'},
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},
         {"max-conns", required_argument, NULL, 'm'},
@@ -62,7 +65,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "M:oR:H:p:m:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "M:oR:S:H:p:m:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'M':
             if (strcmp(optarg, "lt") == 0) {
@@ -77,6 +80,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
             }
             break;
         case 'o': cfg->oneshot = true; break;
+        case 'S': cfg->sndbuf_bytes = (int)parse_number("--sndbuf", optarg, 1, 1 << 24); break;
         case 'R':
             cfg->read_bytes = (size_t)parse_number("--read-bytes", optarg, 1, IO_BUF_BYTES);
             break;
@@ -221,6 +225,11 @@ void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn
             refuse(fd, peer, "--max-conns reached");
             continue;
         }
+        /* A fixed SO_SNDBUF turns autotuning off for this socket (the
+         * kernel doubles the value for its bookkeeping). */
+        if (s->cfg.sndbuf_bytes > 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->cfg.sndbuf_bytes, sizeof(int)) == -1)
+            fprintf(stderr, "server: %s: setsockopt(SO_SNDBUF): %s\n", peer, strerror(errno));
         struct conn *c = conn_new(fd, (struct sockaddr *)&addr);
         if (c == NULL) {
             refuse(fd, peer, "out of memory");

@@ -33,6 +33,7 @@ struct config {
     enum mode mode;
     bool oneshot;      /* EPOLLONESHOT: one event, then re-arm by hand */
     size_t read_bytes; /* at most this much per recv (small: the et-no-drain bug shows) */
+    int sndbuf_bytes;  /* 0, or SO_SNDBUF for every connection (small: partial sends show) */
     long max_conns;    /* 0: no limit but the fd limit */
 };
 

@@ -61,11 +61,16 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
 
 @test "ET accepts every one of many connections that arrive together" {
     start_server server "$(bin $L server)" --mode et --port 0
+    # Stop the server while 300 clients connect: the kernel completes their
+    # handshakes and queues them, and on SIGCONT the listener reports ONE
+    # edge for all of them. Accepting fewer than all would strand the rest.
+    kill -STOP "$PID"
     fds=()
     for i in $(seq 300); do
         exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
         fds+=("$fd")
     done
+    kill -CONT "$PID"
     for i in 0 99 150 299; do echo_on "${fds[$i]}" "conn $i"; done
     for fd in "${fds[@]}"; do echo_on "$fd" x || { echo "fd $fd not served"; false; }; done
     for fd in "${fds[@]}"; do exec {fd}>&-; done
@@ -81,13 +86,13 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
 }
 
 @test "EPOLLOUT is turned on only while output is pending, then off again" {
-    # This client sends 2 MB before reading: the server's echo soon hits
-    # EAGAIN (EPOLLOUT on); once the client reads, the pending bytes drain
-    # (EPOLLIN on again). 2 MB fits in the kernel buffers: no deadlock.
-    start_server server "$(bin $L server)" --mode lt --port 0 -v
-    run timeout 30 "$(bin $L client)" --port "$PORT" --send-first 2000000
+    # A 4 KiB send buffer on the server side and a client that sends 1 MB
+    # before reading: the echo soon hits EAGAIN (EPOLLOUT on); once the
+    # client reads, the pending bytes drain (EPOLLIN on again).
+    start_server server "$(bin $L server)" --mode lt --sndbuf 4096 --port 0 -v
+    run timeout 30 "$(bin $L client)" --port "$PORT" --send-first 1000000
     [ "$status" -eq 0 ]
-    [[ $output == *"client: received 2000000 bytes back"* ]]
+    [[ $output == *"client: received 1000000 bytes back"* ]]
     grep -qE '^server: fd=[0-9]+: EAGAIN: EPOLLOUT on$' "$T/server.err"
     grep -qE '^server: fd=[0-9]+: all sent: EPOLLIN on$' "$T/server.err"
 }
