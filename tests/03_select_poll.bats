@@ -6,28 +6,6 @@ load helpers
 
 L=03_select_poll
 
-# cpu_ms PID: user + system CPU time the process has used so far, in ms.
-cpu_ms() {
-    awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"
-}
-
-# echo_on FD TEXT: send TEXT on a connection opened with /dev/tcp and
-# check it comes back (2 s bound).
-echo_on() {
-    local got
-    printf '%s\n' "$2" >&"$1"
-    read -r -t 2 -u "$1" got
-    [ "$got" = "$2" ]
-}
-
-# at_eof FD: the server closed this connection (read sees end of file
-# within 2 s, not a timeout).
-at_eof() {
-    local got rc=0
-    read -r -t 2 -u "$1" got || rc=$?
-    [ "$rc" -eq 1 ] && [ -z "$got" ]
-}
-
 many_clients_echo() {
     start_server server "$(bin $L server)" --api "$1" --port 0
     mkdir "$T/c"

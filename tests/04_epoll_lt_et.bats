@@ -7,13 +7,6 @@ load helpers
 
 L=04_epoll_lt_et
 
-echo_on() {
-    local got
-    printf '%s\n' "$2" >&"$1"
-    read -r -t 2 -u "$1" got
-    [ "$got" = "$2" ]
-}
-
 burst() { # MODE BYTES [server args...]: the client's two result lines
     local mode=$1 bytes=$2
     shift 2

@@ -8,6 +8,7 @@
 #   wait_until SECONDS CMD...  retry CMD every 50 ms until it succeeds
 #   stop_pid PID               SIGTERM, then SIGKILL after 5 s
 #   doc_cmd MD 'COMMAND'       run a command exactly as a lesson text prints it
+#   echo_on FD TEXT, at_eof FD talk over connections opened with /dev/tcp
 # Every program started here is stopped in teardown, and its output printed
 # (bats shows it only when the test failed).
 
@@ -116,6 +117,28 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     return 0
+}
+
+# echo_on FD TEXT: send a line on a connection the test opened with
+# exec {fd}<>/dev/tcp/127.0.0.1/$PORT and check the echo (2 s bound).
+echo_on() {
+    local got
+    printf '%s\n' "$2" >&"$1"
+    read -r -t 2 -u "$1" got
+    [ "$got" = "$2" ]
+}
+
+# at_eof FD: the server closed this connection: read sees end of file
+# within 2 s (not a timeout, not data).
+at_eof() {
+    local got rc=0
+    read -r -t 2 -u "$1" got || rc=$?
+    [ "$rc" -eq 1 ] && [ -z "$got" ]
+}
+
+# cpu_ms PID: user + system CPU time the process has used so far, in ms.
+cpu_ms() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"
 }
 
 # doc_cmd LESSON_MD 'COMMAND': the command must appear in lessons/LESSON_MD
