@@ -116,7 +116,9 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     [ "${lines[-1]}" = "0 passed, 1 failed" ]
 }
 
-@test "make bench prints the ttcp table" {
+@test "make bench prints the ttcp table and the scaling table" {
+    # the README's command, in a small configuration (the full one takes minutes)
+    export SCALE_NS="10 100" SCALE_ROUNDS=300 SCALE_RUNS=3 TTCP_BYTES=4M
     doc_cmd README.md 'make bench'
     [ "$status" -eq 0 ]
     grep -qE '^ *length +messages +seconds +MB/s$' <<<"$output"
