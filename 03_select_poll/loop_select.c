@@ -42,6 +42,9 @@ void loop_select(struct server *s)
             die("select");
         }
         trace("select -> %d ready", n);
+        bool listener_ready = FD_ISSET(s->listen_fd, &rset);
+        if (listener_ready)
+            n--; /* so that n counts only connections in the scan below */
 
         /* The cost of select: to find the n ready fds we test every bit up
          * to the highest fd, however few are ready. */
@@ -66,7 +69,7 @@ void loop_select(struct server *s)
                 c->want = next;
         }
         /* Accept last: new fds must not be tested against this turn's sets. */
-        if (FD_ISSET(s->listen_fd, &rset)) {
+        if (listener_ready) {
             trace("readable fd=%d (listening socket)", s->listen_fd);
             server_accept(s, on_new, NULL);
         }

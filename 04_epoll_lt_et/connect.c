@@ -155,7 +155,8 @@ enum connect_result connect_with_timeout(const struct connect_request *req, int 
     if (is_self_connect(fd))
         return fail(fd, 0, CONNECT_SELF, err_out);
 
-    /* The rest of the client is blocking code: switch O_NONBLOCK off again.
+    /* Hand the socket back in blocking mode, the mode callers expect (the
+     * netcat of lesson 3 switches O_NONBLOCK on again for its poll loop).
      * fcntl reports failure by returning -1: check that, not errno. */
     int flags = fcntl(fd, F_GETFL);
     if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1)

@@ -58,7 +58,7 @@ vanishing_client() {
 
 fd_limit() {
     # With 16 fds (3 std, listener, spare) about 11 connections fit.
-    start_server server bash -c 'ulimit -n 16 && exec "$0" "$@"' "$(bin $L server)" --api "$1" --port 0
+    start_server server bash -c 'ulimit -n 16 && for fd in $(seq 3 15); do eval "exec $fd>&-"; done; exec "$0" "$@"' "$(bin $L server)" --api "$1" --port 0
     server=$PID
     fds=()
     for i in $(seq 11); do

@@ -116,7 +116,7 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
 }
 
 @test "under ulimit -n 16 extra clients are closed cleanly and newcomers served later" {
-    start_server server bash -c 'ulimit -n 16 && exec "$0" "$@"' "$(bin $L server)" --mode et --port 0
+    start_server server bash -c 'ulimit -n 16 && for fd in $(seq 3 15); do eval "exec $fd>&-"; done; exec "$0" "$@"' "$(bin $L server)" --mode et --port 0
     fds=()
     for i in $(seq 30); do
         exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"

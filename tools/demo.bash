@@ -4,7 +4,7 @@
 # with who printed it, waits for servers to say "listening on HOST:PORT",
 # and on exit kills exactly the processes it started, by PID.
 
-DEMO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/demo.XXXXXX")
+DEMO_TMP=""                   # made on first use: `./run server` execs and never cleans up
 DEMO_PIDS=()                  # programs we started
 declare -A DEMO_PRINTER       # program pid -> pid of the tail|label printing its output
 DEMO_SEQ=0
@@ -25,7 +25,7 @@ demo_cleanup() {
         [ -n "${DEMO_PRINTER[$pid]:-}" ] && { wait "${DEMO_PRINTER[$pid]}"; } 2>/dev/null
     done
     DEMO_PIDS=()
-    rm -rf "$DEMO_TMP"
+    if [ -n "$DEMO_TMP" ]; then rm -rf "$DEMO_TMP"; fi
 }
 trap demo_cleanup EXIT
 trap 'exit 130' INT TERM
@@ -57,6 +57,7 @@ demo_bg() {
     local name=$1
     shift
     DEMO_SEQ=$((DEMO_SEQ + 1))
+    [ -n "$DEMO_TMP" ] || DEMO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/demo.XXXXXX")
     LAST_OUT=$DEMO_TMP/$DEMO_SEQ.$name.out
     : >"$LAST_OUT" # exists before tail looks for it
     "$@" >"$LAST_OUT" 2>&1 &
