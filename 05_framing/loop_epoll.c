@@ -1,0 +1,128 @@
+/* loop_epoll.c -- the event loop with epoll: the interest list lives in the kernel
+ *
+ * select and poll hand the kernel the whole list of fds on every call, and
+ * scan all of it for the few that are ready. With epoll the list is kept
+ * in the kernel (epoll_ctl ADD/MOD/DEL changes it), and epoll_wait returns
+ * only the ready fds: the cost of a turn follows the number of events, not
+ * the number of connections.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#define MAX_EVENTS 256 /* events taken per epoll_wait; the rest wait for the next call */
+
+/* What we ask epoll to report for a connection that wants w. EPOLLOUT only
+ * while we have something to send: a level-triggered EPOLLOUT on an idle
+ * socket (room in the send buffer) would fire on every single turn. */
+static uint32_t interest(const struct server *s, enum want w)
+{
+    uint32_t ev = w == WANT_WRITE ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+    if (s->cfg.mode != MODE_LT)
+        ev |= EPOLLET;
+    if (s->cfg.oneshot)
+        ev |= EPOLLONESHOT;
+    return ev;
+}
+
+static void watch(struct server *s, int op, int fd, uint32_t events, void *ptr)
+{
+    /* epoll_data is a union: we keep a pointer to the connection (NULL for
+     * the listening socket), so an event leads straight to its state
+     * without a lookup by fd. */
+    struct epoll_event ev = {.events = events, .data.ptr = ptr};
+    if (epoll_ctl(s->epfd, op, fd, &ev) == -1)
+        die("epoll_ctl");
+}
+
+static void on_new(struct server *s, struct conn *c, void *arg)
+{
+    (void)arg;
+    watch(s, EPOLL_CTL_ADD, c->fd, interest(s, c->want), c);
+}
+
+static void trace_events(int fd, uint32_t e)
+{
+    trace("epoll: fd=%d%s%s%s%s%s", fd, e & EPOLLIN ? " EPOLLIN" : "",
+          e & EPOLLOUT ? " EPOLLOUT" : "", e & EPOLLRDHUP ? " EPOLLRDHUP" : "",
+          e & EPOLLHUP ? " EPOLLHUP" : "", e & EPOLLERR ? " EPOLLERR" : "");
+}
+
+/* One event for a connection: call the handler it asks for. */
+static enum want dispatch(struct server *s, struct conn *c, uint32_t e)
+{
+    if (e & EPOLLERR) {
+        /* A pending error (a reset, say): SO_ERROR tells which, and clears it. */
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        fprintf(stderr, "server: %s: %s\n", c->peer, err ? strerror(err) : "socket error");
+        return WANT_CLOSE;
+    }
+    if (c->want == WANT_WRITE && (e & (EPOLLOUT | EPOLLHUP)))
+        return conn_on_writable(c);
+    /* EPOLLRDHUP (the peer shut down its side) and EPOLLHUP may come with
+     * data still unread: recv() returns that data first, then 0. */
+    if (c->want == WANT_READ && (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)))
+        return conn_on_readable(s, c);
+    return c->want;
+}
+
+void loop_epoll(struct server *s)
+{
+    /* EPOLL_CLOEXEC, like SOCK_CLOEXEC: not inherited by programs we exec. */
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->epfd == -1)
+        die("epoll_create1");
+    uint32_t listen_events = EPOLLIN | (s->cfg.mode != MODE_LT ? EPOLLET : 0);
+    watch(s, EPOLL_CTL_ADD, s->listen_fd, listen_events, NULL);
+    bool listening = true;
+
+    struct epoll_event events[MAX_EVENTS];
+    while (!stop_requested) {
+        /* While accept is paused (out of fds), the listener is taken out of
+         * the interest list, or a level-triggered epoll would report it on
+         * every turn. */
+        bool want_listen = server_accepting(s);
+        if (want_listen != listening) {
+            watch(s, EPOLL_CTL_MOD, s->listen_fd, want_listen ? listen_events : 0, NULL);
+            listening = want_listen;
+        }
+        int n = epoll_wait(s->epfd, events, MAX_EVENTS, server_wait_ms(s));
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        trace("epoll_wait -> %d events", n);
+        /* Only ready fds come back: no scan over every connection. */
+        for (int i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            if (c == NULL) {
+                server_accept(s, on_new, NULL);
+                continue;
+            }
+            trace_events(c->fd, events[i].events);
+            enum want next = dispatch(s, c, events[i].events);
+            if (next == WANT_CLOSE) {
+                /* close() also removes the fd from the interest list (as
+                 * long as no dup() of it is open elsewhere). */
+                conn_close(s, c, "done");
+                continue;
+            }
+            if (next != c->want || s->cfg.oneshot) {
+                if (next != c->want)
+                    trace("fd=%d: %s", c->fd,
+                          next == WANT_WRITE ? "EAGAIN: EPOLLOUT on" : "all sent: EPOLLIN on");
+                else
+                    trace("fd=%d: re-arm (EPOLLONESHOT)", c->fd);
+                c->want = next;
+                watch(s, EPOLL_CTL_MOD, c->fd, interest(s, next), c);
+            }
+        }
+    }
+}

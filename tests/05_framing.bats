@@ -1,0 +1,209 @@
+#!/usr/bin/env bats
+# Lesson 5 -- framing: sticky and half packets through the re-chunking
+# proxy, the lesson protocol, LZ4 bodies, protocol errors, bounded memory.
+
+load helpers
+
+L=05_framing
+Z16='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+
+client() { timeout 120 "$(bin $L client)" "$@"; }
+
+# proxy ARGS...: a chunkproxy in front of the server on $PORT; sets PPORT.
+proxy() {
+    local server_port=$PORT
+    start_server proxy "$(bin tools chunkproxy)" --upstream "127.0.0.1:$PORT" --port 0 "$@"
+    PPORT=$PORT
+    PORT=$server_port
+}
+
+@test "sticky: 100 messages written in one write arrive as 100 intact messages" {
+    start_server server "$(bin $L server)" --port 0 -v
+    run client --port "$PORT" --one-write --repeat 100 --quiet msg
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
+    # 100 frames of 25 + 3 bytes came in through one recv
+    grep -qE '^server: recv fd=[0-9]+ -> 2800 bytes \(2800 buffered\)$' "$T/server.err"
+    [ "$(grep -c '^server: frame complete' "$T/server.err")" -eq 100 ]
+}
+
+@test "sticky: the naive receiver takes 100 coalesced replies for one message" {
+    start_server server "$(bin $L server)" --port 0
+    proxy --direction down --coalesce-bytes 2800 --coalesce-ms 2000
+    run client --port "$PPORT" --naive --one-write --repeat 100 msg
+    [ "$status" -eq 0 ]
+    [[ ${lines[1]} == 'naive recv #1: 2800 bytes: "\x00\x00\x00\x00\x03\x00'* ]]
+    [ "${lines[2]}" = "client: 100 messages sent, 1 recv() call returned them" ]
+}
+
+@test "half: the naive receiver prints each byte of a line as a message at --chunk 1" {
+    start_server server "$(bin $L server)" --framing lines --port 0
+    proxy --direction down --chunk 1 --delay-ms 10
+    run client --framing lines --port "$PPORT" --naive hi
+    [ "$status" -eq 0 ]
+    [ "${lines[1]}" = 'naive recv #1: 1 byte: "h"' ]
+    [ "${lines[2]}" = 'naive recv #2: 1 byte: "i"' ]
+    [ "${lines[3]}" = 'naive recv #3: 1 byte: "\r"' ]
+    [ "${lines[4]}" = 'naive recv #4: 1 byte: "\n"' ]
+    [ "${lines[5]}" = "client: 1 message sent, 4 recv() calls returned them" ]
+}
+
+@test "half: at 1-byte chunks both ways, messages and a 64 KiB body arrive intact" {
+    start_server server "$(bin $L server)" --port 0
+    proxy --chunk 1
+    run client --port "$PPORT" --quiet one two "three four" --body-bytes 65536 --pattern random
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 4 messages sent, 4 replies, all intact"* ]]
+}
+
+@test "half: the header itself split across reads is reassembled" {
+    start_server server "$(bin $L server)" --port 0 -v
+    proxy --direction up --chunk 1 --delay-ms 2
+    run client --port "$PPORT" hello
+    [ "$status" -eq 0 ]
+    [ "${lines[1]}" = 'reply #1: 5 bytes: "hello"' ]
+    # 30 bytes (25 header + 5 body), one per recv, one frame at the end
+    [ "$(grep -cE '^server: recv fd=[0-9]+ -> 1 bytes \([0-9]+ buffered\)$' "$T/server.err")" -eq 30 ]
+    grep -qE '^server: recv fd=[0-9]+ -> 1 bytes \(25 buffered\)$' "$T/server.err"
+    [ "$(grep -c '^server: frame complete' "$T/server.err")" -eq 1 ]
+}
+
+@test "half: 1 MiB and 10 MiB bodies cut at random (seeded) both ways arrive intact" {
+    start_server server "$(bin $L server)" --port 0
+    proxy --chunk random:1-4000 --seed 42
+    run client --port "$PPORT" --quiet --body-bytes 1048576 --pattern random
+    [ "$status" -eq 0 ]
+    [[ $output == *"all intact"* ]]
+    run client --port "$PPORT" --quiet --body-bytes 10485760 --pattern random --seed 3
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 1 message sent, 1 reply, all intact"* ]]
+}
+
+@test "compressed round trip: text, random bytes and a repetitive 10 MiB body" {
+    start_server server "$(bin $L server)" --port 0 -v
+    for args in "--pattern text --body-bytes 1048576" "--pattern random --body-bytes 1048576" \
+        "--pattern repeat --body-bytes 10485760"; do
+        run client --port "$PORT" --compress --quiet $args
+        [ "$status" -eq 0 ] || { echo "$args: $output"; false; }
+        [[ $output == *"all intact"* ]]
+    done
+    # the repetitive body really travelled compressed: far below 10 MiB on the wire
+    grep -E '^server: frame complete fd=[0-9]+: [0-9]+ bytes, LZ4 -> 10485760 bytes$' "$T/server.err" |
+        awk '{ exit !($5 < 200000) }'
+}
+
+@test "compressed messages through the proxy at random chunks arrive intact" {
+    start_server server "$(bin $L server)" --port 0
+    proxy --chunk random:1-500 --seed 9
+    run client --port "$PORT" --compress --quiet hello "hello hello hello hello hello" --body-bytes 300000
+    [ "$status" -eq 0 ]
+    run client --port "$PPORT" --compress --quiet hello "hello hello hello hello hello" --body-bytes 300000
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 3 messages sent, 3 replies, all intact"* ]]
+}
+
+# bad_frame BYTES REASON: a connection that sends BYTES is closed with the
+# log line REASON, while a client with messages in flight is still served.
+bad_frame() {
+    start_server server "$(bin $L server)" --port 0
+    exec {good}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf "\x00\x00\x00\x00\x02\x00\x00\x00\x00${Z16}o" >&"$good" # half of a good frame...
+    exec {bad}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf "$1" >&"$bad"
+    at_eof "$bad"
+    wait_until 5 grep -qE "^server: 127\.0\.0\.1:[0-9]+: protocol error: $2\$" "$T/server.err"
+    printf 'k' >&"$good" # ...and its other half: the reply must come
+    reply=$(timeout 5 head -c 27 <&"$good" | od -An -tx1 | tr -d ' \n')
+    [ "$reply" = "000000000200000000$(printf '00%.0s' {1..16})6f6b" ]
+    exec {good}>&- {bad}>&-
+}
+
+@test "protocol error: flags 2 closes only that connection" {
+    bad_frame "\x02\x00\x00\x00\x05\x00\x00\x00\x00${Z16}hello" 'bad flags \(not 0 or 1\)'
+}
+
+@test "protocol error: origin_size 0" {
+    bad_frame "\x00\x00\x00\x00\x00\x00\x00\x00\x00${Z16}" 'origin_size 0'
+}
+
+@test "protocol error: origin_size 10 MiB + 1" {
+    bad_frame "\x00\x00\xa0\x00\x01\x00\x00\x00\x00${Z16}" 'origin_size over 10 MiB'
+}
+
+@test "protocol error: compress_size 0 with flags 1" {
+    bad_frame "\x01\x00\x00\x00\x05\x00\x00\x00\x00${Z16}" 'compress_size 0'
+}
+
+@test "protocol error: compress_size over 10 MiB with flags 1" {
+    bad_frame "\x01\x00\x00\x00\x05\x00\xa0\x00\x01${Z16}" 'compress_size over 10 MiB'
+}
+
+@test "protocol error: a corrupt LZ4 body (match offset 0)" {
+    # token 0x10: 1 literal, then a match with offset 0
+    bad_frame "\x01\x00\x00\x00\x08\x00\x00\x00\x04${Z16}\x10a\x00\x00" 'lz4: match offset 0'
+}
+
+@test "protocol error: a body that decompresses to fewer bytes than origin_size" {
+    # token 0x50: 5 literals "hello" = 5 bytes, origin_size says 6
+    bad_frame "\x01\x00\x00\x00\x06\x00\x00\x00\x06${Z16}\x50hello" 'lz4: output shorter than origin_size'
+}
+
+@test "protocol error: a body that decompresses to more bytes than origin_size" {
+    bad_frame "\x01\x00\x00\x00\x04\x00\x00\x00\x06${Z16}\x50hello" 'lz4: output longer than origin_size'
+}
+
+@test "a 10 MiB claim sent with 10 bytes does not allocate 10 MiB (50 such connections)" {
+    # The optimised build: its memory is what a real server would use.
+    start_server server "$ROOT/$L/server" --port 0
+    vmdata() { awk '/^VmData:/ { print $2 }' "/proc/$1/status"; }
+    before=$(vmdata "$PID")
+    fds=()
+    for i in $(seq 50); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        printf "\x00\x00\xa0\x00\x00\x00\x00\x00\x00${Z16}0123456789" >&"$fd"
+        fds+=("$fd")
+    done
+    sleep 0.5
+    after=$(vmdata "$PID")
+    echo "VmData before $before kB, after $after kB"
+    [ $((after - before)) -lt 51200 ] # 50 x 10 MiB would be 512000 kB
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+}
+
+@test "framing fixed, lines and length each echo messages intact" {
+    start_server fixed "$(bin $L server)" --framing fixed --record-bytes 4 --port 0
+    run client --framing fixed --record-bytes 4 --port "$PORT" --quiet abcd efgh --repeat 10
+    [[ $output == *"20 messages sent, 20 replies, all intact"* ]]
+    start_server lines "$(bin $L server)" --framing lines --port 0
+    run client --framing lines --port "$PORT" --quiet "one line" "another line" --one-write
+    [[ $output == *"2 messages sent, 2 replies, all intact"* ]]
+    start_server length "$(bin $L server)" --framing length --port 0
+    run client --framing length --port "$PORT" --quiet --body-bytes 100000 --pattern random
+    [[ $output == *"1 message sent, 1 reply, all intact"* ]]
+}
+
+@test "lines: a line longer than --max-line without CRLF is a protocol error" {
+    start_server server "$(bin $L server)" --framing lines --max-line 8 --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'abcdefghijklmnop' >&"$fd"
+    at_eof "$fd"
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: protocol error: line too long \(no CRLF within --max-line bytes\)$' "$T/server.err"
+}
+
+@test "200 concurrent protocol clients through et mode all get their messages back" {
+    start_server server "$(bin $L server)" --mode et --port 0
+    pids=()
+    for i in $(seq 200); do
+        "$ROOT/$L/client" --port "$PORT" --quiet --body-bytes 20000 --pattern random --seed "$i" \
+            --repeat 3 >"$T/c.$i" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    [ "$(cat "$T"/c.* | grep -c 'all intact')" -eq 200 ]
+}
+
+@test "the client rejects --compress with a non-protocol framing" {
+    run "$(bin $L client)" --framing lines --compress --port 1 x
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --compress needs --framing protocol" ]
+}
