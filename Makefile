@@ -12,7 +12,7 @@ lesson_dir = $(filter $(shell printf %02d $(1))_%,$(LESSONS))
 
 BATS_VERSION := 1.11.1
 
-.PHONY: all help test bench clean tools $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
+.PHONY: all help test bench fuzz clean tools $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
 
 all: tools
 	@for d in $(LESSONS); do $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' || exit 1; done
@@ -22,6 +22,7 @@ help:
 	@echo "make all        build every lesson and tool"
 	@echo "make test       build normally and with ASan+UBSan, run every test suite"
 	@echo "make bench      run the benchmarks and print their tables"
+	@echo "make fuzz       run the libFuzzer harnesses (FUZZ_SECONDS=60 each, needs clang)"
 	@echo "make clean      remove everything that was built"
 
 tools:
@@ -45,6 +46,10 @@ test: all sanitize
 
 bench: all
 	@tools/bench
+
+# fuzz: run every libFuzzer harness in fuzz/ for FUZZ_SECONDS (default 60) each.
+fuzz:
+	@$(MAKE) --no-print-directory -C fuzz run
 
 clean:
 	@for d in $(LESSONS) tools; do $(MAKE) --no-print-directory -C $$d clean; done
