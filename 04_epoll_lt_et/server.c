@@ -32,8 +32,8 @@ static long long now_ms(void)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: server [--mode lt|et|et-no-drain] [--oneshot] [--host ADDR] [--port N]\n"
-                 "              [--max-conns N] [-v]\n"
+    fprintf(out, "usage: server [--mode lt|et|et-no-drain] [--oneshot] [--read-bytes N]\n"
+                 "              [--sndbuf BYTES] [--host ADDR] [--port N] [--max-conns N] [-v]\n"
                  "Echo server: one thread serves every client, waiting with epoll.\n"
                  "  --mode lt          level-triggered (default): one read per event is enough\n"
                  "  --mode et          edge-triggered: read (and accept) until EAGAIN\n"
@@ -380,7 +380,7 @@ int main(int argc, char **argv)
     s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
     /* A non-blocking listener: accept() in server_accept() stops at EAGAIN
      * instead of blocking when the queue is empty (another process, or a
-     * client that gave up, may have emptied it since select said so). */
+     * client that gave up, may have emptied it since epoll said so). */
     int flags = fcntl(s.listen_fd, F_GETFL);
     if (flags == -1 || fcntl(s.listen_fd, F_SETFL, flags | O_NONBLOCK) == -1)
         die("fcntl(O_NONBLOCK)");

@@ -14,7 +14,7 @@
 enum mode { MODE_LT, MODE_ET, MODE_ET_NO_DRAIN };
 
 /* What a connection wants to wait for next. The handlers return it, and
- * only the loop turns it into select bits or poll events. */
+ * only the loop turns it into epoll interest (EPOLLIN or EPOLLOUT). */
 enum want { WANT_READ, WANT_WRITE, WANT_CLOSE };
 
 struct conn {

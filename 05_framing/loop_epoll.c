@@ -29,20 +29,37 @@ static uint32_t interest(const struct server *s, enum want w)
     return ev;
 }
 
-static void watch(struct server *s, int op, int fd, uint32_t events, void *ptr)
+/* Returns 0, or -1 with errno (ENOMEM, or ENOSPC past fs.epoll.max_user_watches). */
+static int watch(struct server *s, int op, int fd, uint32_t events, void *ptr)
 {
     /* epoll_data is a union: we keep a pointer to the connection (NULL for
      * the listening socket), so an event leads straight to its state
      * without a lookup by fd. */
     struct epoll_event ev = {.events = events, .data.ptr = ptr};
-    if (epoll_ctl(s->epfd, op, fd, &ev) == -1)
-        die("epoll_ctl");
+    return epoll_ctl(s->epfd, op, fd, &ev);
+}
+
+/* The listening socket is setup: failing to watch it ends the server. */
+static void watch_listener(struct server *s, int op, uint32_t events)
+{
+    if (watch(s, op, s->listen_fd, events, NULL) == -1)
+        die("epoll_ctl(listening socket)");
+}
+
+/* A connection is not: failing to watch it closes that connection only. */
+static bool watch_conn(struct server *s, int op, struct conn *c)
+{
+    if (watch(s, op, c->fd, interest(s, c->want), c) == 0)
+        return true;
+    fprintf(stderr, "server: %s: epoll_ctl: %s\n", c->peer, strerror(errno));
+    conn_close(s, c, "epoll_ctl failed");
+    return false;
 }
 
 static void on_new(struct server *s, struct conn *c, void *arg)
 {
     (void)arg;
-    watch(s, EPOLL_CTL_ADD, c->fd, interest(s, c->want), c);
+    watch_conn(s, EPOLL_CTL_ADD, c);
 }
 
 static void trace_events(int fd, uint32_t e)
@@ -79,7 +96,7 @@ void loop_epoll(struct server *s)
     if (s->epfd == -1)
         die("epoll_create1");
     uint32_t listen_events = EPOLLIN | (s->cfg.mode != MODE_LT ? EPOLLET : 0);
-    watch(s, EPOLL_CTL_ADD, s->listen_fd, listen_events, NULL);
+    watch_listener(s, EPOLL_CTL_ADD, listen_events);
     bool listening = true;
 
     struct epoll_event events[MAX_EVENTS];
@@ -89,7 +106,7 @@ void loop_epoll(struct server *s)
          * every turn. */
         bool want_listen = server_accepting(s);
         if (want_listen != listening) {
-            watch(s, EPOLL_CTL_MOD, s->listen_fd, want_listen ? listen_events : 0, NULL);
+            watch_listener(s, EPOLL_CTL_MOD, want_listen ? listen_events : 0);
             listening = want_listen;
         }
         int n = epoll_wait(s->epfd, events, MAX_EVENTS, server_wait_ms(s));
@@ -121,7 +138,7 @@ void loop_epoll(struct server *s)
                 else
                     trace("fd=%d: re-arm (EPOLLONESHOT)", c->fd);
                 c->want = next;
-                watch(s, EPOLL_CTL_MOD, c->fd, interest(s, next), c);
+                watch_conn(s, EPOLL_CTL_MOD, c);
             }
         }
     }

@@ -446,7 +446,7 @@ int main(int argc, char **argv)
     s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
     /* A non-blocking listener: accept() in server_accept() stops at EAGAIN
      * instead of blocking when the queue is empty (another process, or a
-     * client that gave up, may have emptied it since select said so). */
+     * client that gave up, may have emptied it since epoll said so). */
     int flags = fcntl(s.listen_fd, F_GETFL);
     if (flags == -1 || fcntl(s.listen_fd, F_SETFL, flags | O_NONBLOCK) == -1)
         die("fcntl(O_NONBLOCK)");
