@@ -59,6 +59,18 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     [ "$took" -le 15 ]
 }
 
+@test "make lesson-5 && ./run shows the naive failure and the framed fix through the proxy within 15 s" {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-5 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    [[ $output == *'[naive] naive recv #1: 17 bytes: "one\r\ntwo\r\nthree\r\n"'* ]]
+    [[ $output == *"[framed] client: 3 messages sent, 3 replies, all intact"* ]]
+    [[ $output == *"[naive] client: 2 messages sent, 8 recv() calls returned them"* ]]
+    [[ $output == *"protocol error: bad flags (not 0 or 1)"* ]]
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ "$took" -le 15 ]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]
