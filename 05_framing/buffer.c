@@ -2,6 +2,7 @@
 #include "buffer.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,10 +93,24 @@ ssize_t buf_read_fd(struct buffer *b, int fd)
     uint8_t spill[SPILL_BYTES];
     struct iovec iov[2];
     int iovcnt = 0;
+    /* Never ask for more than max_bytes lets us keep: a read past the limit
+     * would have to be thrown away. */
+    size_t room = SIZE_MAX;
+    if (b->max_bytes != 0) {
+        if (buf_readable(b) >= b->max_bytes) {
+            errno = ENOBUFS;
+            return -1;
+        }
+        room = b->max_bytes - buf_readable(b);
+    }
     size_t in_buffer = b->cap - b->write_pos; /* free space in the buffer itself */
+    if (in_buffer > room)
+        in_buffer = room;
+    size_t spill_len = room - in_buffer < sizeof spill ? room - in_buffer : sizeof spill;
     if (in_buffer > 0)
         iov[iovcnt++] = (struct iovec){.iov_base = b->data + b->write_pos, .iov_len = in_buffer};
-    iov[iovcnt++] = (struct iovec){.iov_base = spill, .iov_len = sizeof spill};
+    if (spill_len > 0)
+        iov[iovcnt++] = (struct iovec){.iov_base = spill, .iov_len = spill_len};
     ssize_t n = readv(fd, iov, iovcnt);
     if (n <= 0)
         return n;

@@ -208,6 +208,14 @@ static void encode(const struct config *cfg, const struct message *m, struct buf
         len = lz4_compress(m->body, m->len, packed);
         body = packed;
         flags = FLAG_COMPRESSED;
+        if (len > MAX_BODY_BYTES) {
+            /* Incompressible data near 10 MiB grows past the protocol's
+             * compress_size limit: send it raw instead. */
+            trace("message of %zu bytes grows to %zu when compressed: sent raw", m->len, len);
+            body = m->body;
+            len = m->len;
+            flags = 0;
+        }
     }
     uint8_t prefix[FRAME_HEADER_BYTES];
     size_t prefix_len, suffix_len;

@@ -328,7 +328,15 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
         return "out of memory";
     }
     size_t packed_len = lz4_compress(plain, f->origin_size, packed);
-    int rc = reply(s, c, packed, packed_len, FLAG_COMPRESSED, f->origin_size);
+    int rc;
+    if (packed_len <= MAX_BODY_BYTES) {
+        rc = reply(s, c, packed, packed_len, FLAG_COMPRESSED, f->origin_size);
+    } else {
+        /* Incompressible data near 10 MiB grows past the limit when we
+         * compress it: send back the client's own block instead (valid, and
+         * within the limit, since we just checked it). */
+        rc = reply(s, c, f->body, f->body_len, FLAG_COMPRESSED, f->origin_size);
+    }
     free(packed);
     free(plain);
     return rc == 0 ? NULL : "out of memory";

@@ -207,3 +207,19 @@ bad_frame() {
     [ "$status" -eq 2 ]
     [ "$output" = "client: --compress needs --framing protocol" ]
 }
+
+@test "three 10 MiB messages in one write are all served (the input buffer stays within its limit)" {
+    start_server server "$(bin $L server)" --port 0
+    run client --port "$PORT" --body-bytes 10485760 --repeat 3 --one-write --quiet
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 3 messages sent, 3 replies, all intact"* ]]
+    ! grep -q 'No buffer space' "$T/server.err"
+}
+
+@test "an incompressible 10 MiB body with --compress round-trips within the protocol's limits" {
+    start_server server "$(bin $L server)" --port 0
+    run client --port "$PORT" --compress --body-bytes 10485760 --pattern random --quiet
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 1 message sent, 1 reply, all intact"* ]]
+    ! grep -q 'protocol error' "$T/server.err"
+}
