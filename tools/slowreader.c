@@ -1,0 +1,496 @@
+/* slowreader.c -- a protocol peer that reads slowly, or never: the server's slow-reader problem */
+//
+// A server cannot make its clients read. Whatever it sends to a client that reads slowly, or
+// not at all, piles up: first in that client's receive buffer, then in the server's send
+// buffer, then (lesson 6) in the server's own output queue, which grows without bound unless
+// the server caps it. This tool is that client. It sends --send messages of --size bytes in the
+// lesson protocol, then either reads the replies at --read-rate bytes per second and checks
+// each one, or --never-read: it never calls recv() and only watches whether the server gives
+// up on it.
+//
+// It prints one line on stdout:
+//   slowreader: received M messages (B bytes) in X.X s, all intact
+//   slowreader: server closed the connection after M messages
+//   slowreader: never read; server closed the connection after X.X s
+//   slowreader: never read; still open after X.X s
+// Exit status: 0 done, 1 an error or a bad or missing message (one line on stderr), 2 bad usage.
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+// The lesson protocol (lessons/protocol.md), kept here so that the tool stands alone: a 25-byte
+// header -- flags u8, origin_size u32 BE, compress_size u32 BE, 16 reserved zero bytes -- then
+// the body. This tool sends, and accepts, flags 0 (a raw body) only.
+#define HEADER_BYTES   25
+#define MAX_BODY_BYTES (10u * 1024 * 1024)
+
+#define DEFAULT_HOST            "127.0.0.1"
+#define DEFAULT_SIZE_BYTES      1024u
+#define DEFAULT_READ_FOR_S      10u
+#define MAX_PORT                65535u
+#define MAX_SEND                10000000u
+#define MAX_RATE_BYTES_PER_S    1000000000u
+#define MAX_READ_FOR_S          3600u
+#define NEVER_READ_RCVBUF_BYTES 4096
+#define READ_BUFFER_BYTES       4096 // at most one recv(); also the depth of the token bucket
+#define READ_MIN_BYTES          1024 // wait for this many tokens, rather than recv() byte by byte
+#define CONNECT_TIMEOUT_S       10
+
+struct options {
+    const char *host;
+    uint64_t port, send_count, size_bytes, read_rate, expect, read_for_s; // read_rate 0: no limit
+    bool never_read, has_expect, verbose;
+};
+
+// The sending side: one whole frame at a time, handed to the kernel as fast as it takes it.
+struct sender {
+    uint8_t *frame;         // header and body of message `index`
+    size_t frame_len, sent; // sent: bytes of this frame the kernel has taken
+    uint64_t index, bytes;  // index == send_count: everything is sent
+};
+
+// The receiving side checks each body byte by byte as it arrives and stores nothing but the
+// header: a 10 MiB reply costs no more memory than a short one.
+struct receiver {
+    uint8_t header[HEADER_BYTES];
+    size_t header_got;
+    uint32_t body_len, body_got; // body_len is valid once the header is complete
+    uint64_t messages, bytes;
+    double tokens; // the token bucket: bytes we may read now
+    int64_t refilled_ns;
+};
+
+// Named results of one I/O step; IO_ERROR and IO_BAD have already said why on stderr.
+enum io_result { IO_OK, IO_CLOSED, IO_ERROR, IO_BAD };
+
+static void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+static void log_line(const char *format, ...)
+{
+    va_list args;
+
+    fputs("slowreader: ", stderr);
+    va_start(args, format);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fputc('\n', stderr);
+}
+
+static int64_t clock_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now); // MONOTONIC: immune to someone setting the clock
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+// Byte j of message i's body. Each message is the previous one shifted by one, so a lost,
+// repeated or reordered message (within 256 of its place) shows up as a wrong byte.
+static uint8_t pattern_byte(uint64_t msg, uint64_t j)
+{
+    return (uint8_t)((msg + j) & 0xff);
+}
+
+static uint32_t get_u32_be(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// The header never changes (same size, flags 0); only the body is rewritten per message.
+static int sender_init(struct sender *s, const struct options *opt)
+{
+    uint32_t size = (uint32_t)opt->size_bytes;
+
+    s->frame_len = HEADER_BYTES + opt->size_bytes;
+    if ((s->frame = calloc(1, s->frame_len)) == NULL) {
+        log_line("out of memory for a %zu-byte frame", s->frame_len);
+        return -1;
+    }
+    s->frame[1] = (uint8_t)(size >> 24); // origin_size; flags, compress_size, reserved stay 0
+    s->frame[2] = (uint8_t)(size >> 16);
+    s->frame[3] = (uint8_t)(size >> 8);
+    s->frame[4] = (uint8_t)size;
+    for (size_t j = 0; j < opt->size_bytes; j++)
+        s->frame[HEADER_BYTES + j] = pattern_byte(0, j);
+    return 0;
+}
+
+// Send until the kernel says EAGAIN. Never blocking here is what keeps us from a deadlock
+// against our own slow reading: with the server echoing, a blocked send() would wait for
+// the server, which waits for us to read.
+static enum io_result sender_step(int fd, struct sender *s, const struct options *opt)
+{
+    while (s->index < opt->send_count) {
+        // MSG_NOSIGNAL: a server that closed on us means EPIPE, not a SIGPIPE that kills us.
+        ssize_t n = send(fd, s->frame + s->sent, s->frame_len - s->sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return IO_OK; // not an error: POLLOUT says when there is room
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+            return IO_CLOSED;
+        if (n < 0) {
+            log_line("send: %s", strerror(errno));
+            return IO_ERROR;
+        }
+        s->sent += (size_t)n;
+        s->bytes += (uint64_t)n;
+        if (s->sent < s->frame_len)
+            continue;
+        s->sent = 0;
+        if (++s->index < opt->send_count)
+            for (size_t j = 0; j < opt->size_bytes; j++)
+                s->frame[HEADER_BYTES + j] = pattern_byte(s->index, j);
+    }
+    return IO_OK;
+}
+
+// A header is complete. Our own replies (--send > 0) must be flags 0 and --size bytes long;
+// with --send 0 the messages come from others, so only the protocol's own rules apply.
+static enum io_result receiver_check_header(struct receiver *r, const struct options *opt)
+{
+    uint64_t number = r->messages + 1;
+    bool ours = opt->send_count > 0;
+
+    r->body_len = get_u32_be(r->header + 1);
+    if (r->header[0] != 0)
+        log_line("message %llu: flags %u, expected 0 (raw)", (unsigned long long)number,
+                 r->header[0]);
+    else if (r->body_len == 0 || r->body_len > MAX_BODY_BYTES)
+        log_line("message %llu: origin_size %u, expected 1..%u", (unsigned long long)number,
+                 r->body_len, MAX_BODY_BYTES);
+    else if (ours && r->messages >= opt->send_count)
+        log_line("message %llu: more replies than the %llu messages sent",
+                 (unsigned long long)number, (unsigned long long)opt->send_count);
+    else if (ours && r->body_len != opt->size_bytes)
+        log_line("message %llu: body of %u bytes, expected %llu", (unsigned long long)number,
+                 r->body_len, (unsigned long long)opt->size_bytes);
+    else
+        return IO_OK;
+    return IO_BAD;
+}
+
+// Take n received bytes: complete the header, then check the body as it comes.
+static enum io_result receiver_feed(struct receiver *r, const struct options *opt,
+                                    const uint8_t *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (r->header_got < HEADER_BYTES) {
+            r->header[r->header_got++] = data[i];
+            if (r->header_got == HEADER_BYTES && receiver_check_header(r, opt) != IO_OK)
+                return IO_BAD;
+            continue;
+        }
+        uint8_t want = pattern_byte(r->messages, r->body_got);
+        if (opt->send_count > 0 && data[i] != want) {
+            log_line("message %llu: body byte %u is 0x%02x, expected 0x%02x (lost, reordered "
+                     "or corrupted)",
+                     (unsigned long long)r->messages + 1, r->body_got, data[i], want);
+            return IO_BAD;
+        }
+        if (++r->body_got == r->body_len) { // a whole message: start on the next header
+            r->messages++;
+            r->header_got = 0;
+            r->body_got = 0;
+        }
+    }
+    return IO_OK;
+}
+
+// The token bucket: --read-rate bytes per second flow in, up to READ_BUFFER_BYTES; each byte
+// read takes one out. The depth bounds the burst after a pause.
+static double bucket_depth(const struct options *opt)
+{
+    return opt->read_rate < READ_BUFFER_BYTES ? (double)opt->read_rate : READ_BUFFER_BYTES;
+}
+
+static void bucket_refill(struct receiver *r, const struct options *opt, int64_t now)
+{
+    r->tokens += (double)opt->read_rate * (double)(now - r->refilled_ns) / 1e9;
+    if (r->tokens > bucket_depth(opt))
+        r->tokens = bucket_depth(opt);
+    r->refilled_ns = now;
+}
+
+// Read once, at most `budget` bytes (already limited by the bucket).
+static enum io_result receiver_step(int fd, struct receiver *r, const struct options *opt,
+                                    size_t budget)
+{
+    uint8_t buf[READ_BUFFER_BYTES];
+    ssize_t n;
+
+    do
+        n = recv(fd, buf, budget < sizeof buf ? budget : sizeof buf, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return IO_OK;
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+        return IO_CLOSED;
+    if (n < 0) {
+        log_line("recv: %s", strerror(errno));
+        return IO_ERROR;
+    }
+    r->bytes += (uint64_t)n;
+    r->tokens -= (double)n;
+    return receiver_feed(r, opt, buf, (size_t)n);
+}
+
+// Setup: a blocking connect (bounded by SO_SNDTIMEO, which Linux applies to connect()), then
+// a non-blocking socket. Returns the fd, or -1 after one line on stderr.
+static int connect_to(const struct options *opt)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *list = NULL;
+    struct timeval limit = {.tv_sec = CONNECT_TIMEOUT_S};
+    int rcvbuf = NEVER_READ_RCVBUF_BYTES;
+    char port[16];
+
+    snprintf(port, sizeof port, "%llu", (unsigned long long)opt->port);
+    int rc = getaddrinfo(opt->host, port, &hints, &list);
+    if (rc != 0) {
+        log_line("%s: %s", opt->host, rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(list->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // A small receive buffer for --never-read, so the server's output backs up after a few KB
+    // instead of the megabyte or so autotuning would grant. It must be set before connect():
+    // the window scale is agreed in the SYN and cannot shrink afterwards.
+    bool ok =
+        fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) == 0 &&
+        (!opt->never_read || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0) &&
+        connect(fd, list->ai_addr, list->ai_addrlen) == 0;
+    int saved_errno = errno;
+    freeaddrinfo(list);
+    if (!ok) {
+        log_line("connect to %s port %s: %s", opt->host, port,
+                 saved_errno == EINPROGRESS ? "timed out" : strerror(saved_errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+        log_line("fcntl O_NONBLOCK: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+enum outcome { RUNNING, DONE, TIMED_OUT, CLOSED, FAILED };
+
+// The loop: send while the socket takes it, read when the bucket allows, until --expect
+// messages are in, the server closes, or --read-for runs out. Every poll() is bounded by it.
+static enum outcome run(int fd, const struct options *opt, struct sender *s, struct receiver *r,
+                        int64_t start)
+{
+    int64_t deadline = start + (int64_t)opt->read_for_s * 1000000000;
+    double want = bucket_depth(opt) < READ_MIN_BYTES ? bucket_depth(opt) : READ_MIN_BYTES;
+
+    r->tokens = bucket_depth(opt);
+    r->refilled_ns = start;
+    for (;;) {
+        int64_t now = clock_ns(), wait_ns = deadline - now;
+        struct pollfd pfd = {.fd = fd};
+        enum io_result io = IO_OK;
+
+        if (opt->has_expect && r->messages >= opt->expect)
+            return DONE;
+        if (wait_ns <= 0)
+            return TIMED_OUT;
+        if (s->index < opt->send_count)
+            pfd.events |= POLLOUT;
+        // Only --never-read asks for POLLRDHUP: a reader would see it on every turn while it
+        // waits for tokens, a busy loop; it learns of the FIN from recv() returning 0.
+        if (opt->never_read)
+            pfd.events |= POLLRDHUP;
+        else if (opt->read_rate > 0)
+            bucket_refill(r, opt, now);
+        if (!opt->never_read && (opt->read_rate == 0 || r->tokens >= want))
+            pfd.events |= POLLIN;
+        else if (!opt->never_read && (want - r->tokens) * 1e9 / (double)opt->read_rate < wait_ns)
+            wait_ns = (int64_t)((want - r->tokens) * 1e9 / (double)opt->read_rate);
+        int ready = poll(&pfd, 1, (int)((wait_ns + 999999) / 1000000));
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready < 0) {
+            log_line("poll: %s", strerror(errno));
+            return FAILED;
+        }
+        bool gone = pfd.revents & (POLLHUP | POLLERR);
+        if (opt->never_read && (gone || (pfd.revents & POLLRDHUP)))
+            return CLOSED;
+        // A server that is gone (POLLHUP/POLLERR) takes nothing more, and there is no reason
+        // left to be slow: read what it sent before it went, at once.
+        if ((pfd.revents & POLLOUT) && !gone)
+            io = sender_step(fd, s, opt);
+        if (io == IO_OK && !opt->never_read && (pfd.revents & POLLIN || gone))
+            io = receiver_step(fd, r, opt,
+                               opt->read_rate == 0 || gone ? SIZE_MAX : (size_t)r->tokens);
+        if (io == IO_CLOSED)
+            return CLOSED;
+        if (io != IO_OK)
+            return FAILED;
+    }
+}
+
+static void options_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: slowreader --port P [--host H] [--send N] [--size BYTES]\n"
+            "         [--read-rate BYTES_PER_S | --never-read] [--read-for SECONDS] [--expect N]"
+            " [-v]\n"
+            "Sends N protocol messages (flags 0) and then reads the replies slowly, or never,\n"
+            "to show what a server does with a peer that does not keep up.\n"
+            "  --host H, --port P   the server (default host %s)\n"
+            "  --send N             messages to send (default 0); byte j of message i is i+j\n"
+            "  --size BYTES         body size of each message (default %u, at most 10 MiB)\n"
+            "  --read-rate R        read at most R bytes per second and check every reply\n"
+            "                       (default: no limit); B in the result counts header bytes\n"
+            "  --never-read         never call recv() (with a %d-byte SO_RCVBUF); report whether\n"
+            "                       the server closed the connection\n"
+            "  --read-for SECONDS   stop after this long (default %u)\n"
+            "  --expect N           stop once N replies are in; fewer is a failure\n"
+            "  -v, --verbose        say what was sent and received at the end\n",
+            DEFAULT_HOST, DEFAULT_SIZE_BYTES, NEVER_READ_RCVBUF_BYTES, DEFAULT_READ_FOR_S);
+}
+
+// Digits only, in min..max: strtoull() alone would accept " 5", "-5" and "5x".
+static int options_number(const char *option, const char *text, uint64_t min, uint64_t max,
+                          uint64_t *out)
+{
+    char *end = NULL;
+
+    errno = 0;
+    unsigned long long value = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
+    if (end == NULL || *end != '\0' || errno != 0 || value < min || value > max) {
+        log_line("%s wants a number in %llu..%llu, not '%s'", option, (unsigned long long)min,
+                 (unsigned long long)max, text);
+        return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+// Returns -1 to run, 0 after --help, 2 on bad usage (one line already on stderr).
+static int options_parse(int argc, char **argv, struct options *opt)
+{
+    static const struct option long_options[] = {
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"send", required_argument, NULL, 'n'},
+        {"size", required_argument, NULL, 's'},
+        {"read-rate", required_argument, NULL, 'r'},
+        {"never-read", no_argument, NULL, 'N'},
+        {"read-for", required_argument, NULL, 't'},
+        {"expect", required_argument, NULL, 'e'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool has_port = false, has_rate = false;
+    int c;
+
+    opterr = 0; // with the leading ':', getopt_long reports problems to us instead of printing
+    while ((c = getopt_long(argc, argv, ":H:p:n:s:r:Nt:e:vh", long_options, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'H': opt->host = optarg; break;
+        case 'p':
+            rc = options_number("--port", optarg, 1, MAX_PORT, &opt->port);
+            has_port = true;
+            break;
+        case 'n': rc = options_number("--send", optarg, 0, MAX_SEND, &opt->send_count); break;
+        case 's': rc = options_number("--size", optarg, 1, MAX_BODY_BYTES, &opt->size_bytes); break;
+        case 'r':
+            rc = options_number("--read-rate", optarg, 1, MAX_RATE_BYTES_PER_S, &opt->read_rate);
+            has_rate = true;
+            break;
+        case 'N': opt->never_read = true; break;
+        case 't':
+            rc = options_number("--read-for", optarg, 1, MAX_READ_FOR_S, &opt->read_for_s);
+            break;
+        case 'e':
+            rc = options_number("--expect", optarg, 1, UINT32_MAX, &opt->expect);
+            opt->has_expect = true;
+            break;
+        case 'v': opt->verbose = true; break;
+        case 'h': options_usage(stdout); return 0;
+        case ':': log_line("option '%s' needs a value (try --help)", argv[optind - 1]); return 2;
+        default: log_line("bad option '%s' (try --help)", argv[optind - 1]); return 2;
+        }
+        if (rc < 0)
+            return 2;
+    }
+    if (optind < argc)
+        log_line("unexpected argument '%s' (try --help)", argv[optind]);
+    else if (!has_port)
+        log_line("--port P is required (try --help)");
+    else if (opt->never_read && (has_rate || opt->has_expect))
+        log_line("--never-read reads nothing: not with --%s", has_rate ? "read-rate" : "expect");
+    else
+        return -1;
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {
+        .host = DEFAULT_HOST, .size_bytes = DEFAULT_SIZE_BYTES, .read_for_s = DEFAULT_READ_FOR_S};
+    struct sender s = {0};
+    struct receiver r = {0};
+    int rc = options_parse(argc, argv, &opt);
+
+    if (rc >= 0)
+        return rc;
+    if (opt.send_count > 0 && sender_init(&s, &opt) < 0)
+        return 1;
+    int fd = connect_to(&opt);
+    if (fd < 0) {
+        free(s.frame);
+        return 1;
+    }
+    int64_t start = clock_ns();
+    enum outcome outcome = run(fd, &opt, &s, &r, start);
+    double seconds = (double)(clock_ns() - start) / 1e9;
+    close(fd);
+    free(s.frame);
+    if (opt.verbose)
+        log_line("sent %llu of %llu messages (%llu bytes); received %llu bytes",
+                 (unsigned long long)s.index, (unsigned long long)opt.send_count,
+                 (unsigned long long)s.bytes, (unsigned long long)r.bytes);
+    if (outcome == FAILED)
+        return 1;
+    if (opt.never_read) {
+        printf("slowreader: never read; %s after %.1f s\n",
+               outcome == CLOSED ? "server closed the connection" : "still open", seconds);
+        return 0;
+    }
+    bool short_of_expect = opt.has_expect && r.messages < opt.expect;
+    if (outcome == CLOSED) {
+        printf("slowreader: server closed the connection after %llu messages\n",
+               (unsigned long long)r.messages);
+        return short_of_expect ? 1 : 0;
+    }
+    printf("slowreader: received %llu messages (%llu bytes) in %.1f s, all intact\n",
+           (unsigned long long)r.messages, (unsigned long long)r.bytes, seconds);
+    if (!short_of_expect)
+        return 0;
+    fflush(stdout);
+    log_line("expected %llu messages, got %llu within %.1f s", (unsigned long long)opt.expect,
+             (unsigned long long)r.messages, seconds);
+    return 1;
+}
