@@ -5,6 +5,9 @@ CFLAGS ?= -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -g
 # The sanitizer build that `make test` runs the suites against.
 SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 SAN_DIR := build/asan
+# ThreadSanitizer, for the lessons with threads (6 onwards).
+TSAN_FLAGS ?= -fsanitize=thread -fno-omit-frame-pointer -O1
+TSAN_DIR := build/tsan
 
 LESSONS := $(sort $(patsubst %/Makefile,%,$(wildcard [0-9][0-9]_*/Makefile)))
 LESSON_NUMBERS := $(foreach l,$(LESSONS),$(shell echo $(l) | sed 's/^0*\([0-9]*\)_.*/\1/'))
@@ -12,7 +15,7 @@ lesson_dir = $(filter $(shell printf %02d $(1))_%,$(LESSONS))
 
 BATS_VERSION := 1.11.1
 
-.PHONY: all help test bench fuzz clean tools $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
+.PHONY: all help test bench fuzz clean tools sanitize sanitize-thread $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
 
 all: tools
 	@for d in $(LESSONS); do $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' || exit 1; done
@@ -41,8 +44,15 @@ sanitize:
 	  $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' \
 	    EXTRA_CFLAGS='$(SAN_FLAGS)' OUT=$(CURDIR)/$(SAN_DIR)/$$d || exit 1; done
 
-test: all sanitize
-	@tests/run_suites --bats-version $(BATS_VERSION) --bin $(SAN_DIR) $(SUITE)
+# ThreadSanitizer cannot be combined with ASan: a separate build.
+sanitize-thread:
+	@for d in $(filter-out 01_% 02_% 03_% 04_% 05_%,$(LESSONS)); do \
+	  $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' \
+	    EXTRA_CFLAGS='$(TSAN_FLAGS)' OUT=$(CURDIR)/$(TSAN_DIR)/$$d \
+	    $(CURDIR)/$(TSAN_DIR)/$$d/server || exit 1; done
+
+test: all sanitize sanitize-thread
+	@TSAN_ROOT=$(CURDIR)/$(TSAN_DIR) tests/run_suites --bats-version $(BATS_VERSION) --bin $(SAN_DIR) $(SUITE)
 
 bench: all
 	@tools/bench

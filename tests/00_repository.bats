@@ -71,6 +71,18 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     [ "$took" -le 15 ]
 }
 
+@test "make lesson-6 && ./run shows the flood, the capped broadcast member and the stale close within 20 s" {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-6 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    [[ $output == *"reading paused"* ]]
+    [[ $output == *"closed: output cap"* ]]
+    [ "$(grep -c 'client: 0 messages sent, 8000 received' <<<"$output")" -eq 2 ]
+    [[ $output == *"closed: stale output"* ]]
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ "$took" -le 20 ]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]

@@ -14,6 +14,7 @@
 
 ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 BIN_ROOT=${BIN_ROOT:-$ROOT/build/asan} # make test points this at the sanitizer build
+TSAN_ROOT=${TSAN_ROOT:-$ROOT/build/tsan} # the ThreadSanitizer build (lessons with threads)
 
 common_setup() {
     T=$BATS_TEST_TMPDIR

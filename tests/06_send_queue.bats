@@ -1,0 +1,183 @@
+#!/usr/bin/env bats
+# Lesson 6 -- the send queue: partial writes, backpressure (watermarks), the
+# output cap, stale output, EPOLLOUT only while queued, worker threads with
+# generation numbers (also under ThreadSanitizer), fairness.
+
+load helpers
+
+L=06_send_queue
+
+client() { timeout 120 "$(bin $L client)" "$@"; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+partial_writes() {
+    # A 4 KiB send buffer makes nearly every reply a partial write; the
+    # reader takes 16 MB/s in small token-bucket steps.
+    start_server server "$(bin $L server)" --mode "$1" --sndbuf 4096 --port 0
+    run timeout 60 "$(bin tools slowreader)" --port "$PORT" --send 512 --size 65536 \
+        --read-rate 16000000 --expect 512 --read-for 50
+    [ "$status" -eq 0 ]
+    [[ $output == *"slowreader: received 512 messages"*"all intact"* ]]
+}
+
+@test "lt: 32 MiB echoed through a tiny SO_SNDBUF to a slow reader arrive byte-exact, in order" {
+    partial_writes lt
+}
+
+@test "et: 32 MiB echoed through a tiny SO_SNDBUF to a slow reader arrive byte-exact, in order" {
+    partial_writes et
+}
+
+@test "echo flood: 200 MiB sent without reading; server RSS stays within the watermark bound; nothing lost" {
+    # The optimised build: its memory is what we measure. Bound: the send
+    # queue stops growing just past the high-water mark (1 MiB) plus one
+    # read's worth of replies (< 1 MiB), and the input buffer holds at most
+    # one frame plus a read (< 256 KiB here): 4 MiB over the baseline is generous.
+    start_server server "$ROOT/$L/server" --port 0
+    server=$PID
+    base=$(rss_kb "$server")
+    start_bg flood "$ROOT/$L/client" --port "$PORT" --pause-ms 3000 --body-bytes 65536 --repeat 3200 --quiet
+    flood=$PID
+    peak=$base
+    for i in $(seq 25); do # sample while the client is not reading
+        sleep 0.1
+        now=$(rss_kb "$server")
+        [ "$now" -gt "$peak" ] && peak=$now
+    done
+    echo "server VmRSS: baseline $base kB, peak while flooded $peak kB"
+    [ $((peak - base)) -lt 4096 ]
+    grep -q 'reading paused' "$T/server.err"
+    wait_exit "$flood" 60
+    grep -q 'client: 3200 messages sent, 3200 replies, all intact' "$T/flood.out"
+}
+
+@test "broadcast: a never-reading member is closed for output cap; three others get every message in order" {
+    start_server server "$(bin $L server)" --service broadcast --port 0
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
+    for m in a b c; do
+        start_bg "member-$m" "$(bin $L client)" --port "$PORT" --expect 10000
+        eval "pid_$m=\$PID"
+    done
+    wait_until 10 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -ge 4 ]"
+    # 1000 numbered messages of ~1 KiB, sent 10 times: 10 MB, far past the
+    # lazy member's kernel buffers and its 2 MiB cap
+    pad=$(head -c 1000 /dev/zero | tr '\0' x)
+    msgs=()
+    for i in $(seq 1000); do msgs+=("m$i $pad"); done
+    run client --port "$PORT" --expect 0 --quiet --repeat 10 "${msgs[@]}"
+    [ "$status" -eq 0 ]
+    for m in a b c; do
+        eval "wait_exit \$pid_$m 60"
+        grep -q "client: 0 messages sent, 10000 received" "$T/member-$m.out"
+        # in order: message #i is "m<((i-1) mod 1000) + 1> ..."
+        sed -n 's/^message #\([0-9]*\): [0-9]* bytes: "m\([0-9]*\) .*/\1 \2/p' "$T/member-$m.out" |
+            awk '($1 - 1) % 1000 + 1 != $2 { bad++ } END { exit (NR != 10000 || bad > 0) }'
+    done
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: output cap \([0-9]+ bytes queued, [0-9]+ more\)$' "$T/server.err"
+}
+
+@test "broadcast: the capped member's memory is given back (RSS near baseline, optimised build)" {
+    start_server server "$ROOT/$L/server" --service broadcast --port 0
+    server=$PID
+    base=$(rss_kb "$server")
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
+    sleep 0.3
+    run client --port "$PORT" --expect 0 --quiet --body-bytes 4096 --repeat 3000
+    [ "$status" -eq 0 ]
+    wait_until 10 grep -q 'closed: output cap' "$T/server.err"
+    sleep 0.3
+    after=$(rss_kb "$server")
+    echo "server VmRSS: baseline $base kB, after the cap closed the member $after kB"
+    [ $((after - base)) -lt 3072 ] # the 2 MiB queue was freed (glibc may keep a little)
+}
+
+@test "stale output closes a reader that stopped reading" {
+    start_server server "$(bin $L server)" --stale-ms 500 --stale-check-ms 100 --port 0
+    run timeout 30 "$(bin tools slowreader)" --port "$PORT" --never-read --send 2048 --size 4096 --read-for 10
+    [ "$status" -eq 0 ]
+    [[ $output == *"server closed the connection after"* ]]
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: stale output \([0-9]+ bytes queued, no progress for [0-9]+ ms\)$' "$T/server.err"
+}
+
+@test "EPOLLOUT is armed only while output is queued: one on and one off per episode, none when writes are whole" {
+    start_server server "$(bin $L server)" --port 0 -v
+    run client --port "$PORT" --pingpong --repeat 100 --quiet hello
+    [ "$status" -eq 0 ]
+    [ "$(grep -c 'EPOLLOUT on' "$T/server.err" || true)" -eq 0 ]
+    [ "$(grep -c '(direct)' "$T/server.err")" -eq 100 ]
+    start_server small "$(bin $L server)" --sndbuf 4096 --port 0 -v
+    # --expect 1: the client keeps the connection open (no half-close), so the
+    # queue drains on a live connection and EPOLLOUT is switched off
+    run client --port "$PORT" --pause-ms 500 --expect 1 --body-bytes 200000 --quiet
+    [ "$status" -eq 0 ]
+    on=$(grep -c 'EPOLLOUT on' "$T/small.err" || true)
+    off=$(grep -c 'EPOLLOUT off' "$T/small.err" || true)
+    echo "EPOLLOUT on: $on, off: $off"
+    [ "$on" -ge 1 ] && [ "$on" -eq "$off" ]
+}
+
+@test "no EPOLLOUT spin: 20 idle connections and one stuck reader cost well under 100 ms of CPU in 2 s" {
+    start_server server "$(bin $L server)" --port 0
+    server=$PID
+    for i in $(seq 20); do exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"; done
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2048 --size 4096 --read-for 10
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    before=$(cpu_ms "$server")
+    sleep 2
+    spent=$(($(cpu_ms "$server") - before))
+    echo "server CPU over 2 s with a stuck reader: $spent ms"
+    [ "$spent" -lt 100 ]
+}
+
+threads_many_clients() {
+    local dir=$1 server_bin=$2
+    start_server threads "$server_bin" --threads 4 --port 0
+    pids=()
+    for i in $(seq 50); do
+        # distinct content per client: a reply delivered to the wrong
+        # connection would not match and fail that client
+        "$ROOT/$L/client" --port "$PORT" --repeat 1000 --quiet "client $i says hello" \
+            >"$T/t.$i" 2>&1 &
+        pids+=($!)
+    done
+    # clients that vanish mid-stream, while the others run
+    for i in $(seq 10); do
+        (
+            "$ROOT/$L/client" --port "$PORT" --repeat 5000 --quiet "vanishing $i" >/dev/null 2>&1 &
+            v=$!
+            sleep "0.0$i"
+            kill -KILL "$v"
+            wait "$v"
+        ) 2>/dev/null &
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    [ "$(cat "$T"/t.* | grep -c 'client: 1000 messages sent, 1000 replies, all intact')" -eq 50 ]
+    kill -0 "$PID"
+}
+
+@test "threads: 50 clients x 1000 messages with --threads 4 all get their own replies; vanishing clients harm no one" {
+    threads_many_clients asan "$(bin $L server)"
+}
+
+@test "threads: the same run under ThreadSanitizer reports nothing" {
+    [ -x "$TSAN_ROOT/$L/server" ] || skip "no ThreadSanitizer build in $TSAN_ROOT (make test builds one)"
+    export TSAN_OPTIONS="log_path=$T/san/tsan:halt_on_error=1:exitcode=66"
+    threads_many_clients tsan "$TSAN_ROOT/$L/server"
+}
+
+@test "fairness: while one client floods, another's 100 ping-pongs all complete" {
+    start_server server "$(bin $L server)" --port 0
+    start_bg flood "$(bin $L client)" --port "$PORT" --body-bytes 1048576 --repeat 200 --quiet
+    run timeout 10 "$(bin $L client)" --port "$PORT" --pingpong --repeat 100 --quiet ping
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
+}
+
+@test "bad --service, --threads and watermark values get a one-line error and exit 2" {
+    run "$(bin $L server)" --service chat
+    [ "$status" -eq 2 ] && [ "$output" = "server: --service wants echo or broadcast, not 'chat'" ]
+    run "$(bin $L server)" --low-water 2000 --high-water 1000
+    [ "$status" -eq 2 ] && [ "$output" = "server: --low-water must be below --high-water" ]
+    run "$(bin $L server)" --service broadcast --threads 2
+    [ "$status" -eq 2 ] && [ "$output" = "server: --threads works with --service echo only" ]
+}
