@@ -102,7 +102,8 @@ void loop_epoll(struct server *s)
             watch_listener(s, EPOLL_CTL_MOD, want_listen ? listen_events : 0);
             listening = want_listen;
         }
-        int n = epoll_wait(s->epfd, events, MAX_EVENTS, server_wait_ms(s));
+        /* Connections with work left over (et budgets) mean: do not sleep. */
+        int n = epoll_wait(s->epfd, events, MAX_EVENTS, s->more != NULL ? 0 : server_wait_ms(s));
         if (n == -1) {
             if (errno == EINTR)
                 continue;
@@ -123,6 +124,7 @@ void loop_epoll(struct server *s)
             trace_events(c->fd, events[i].events);
             dispatch(s, c, events[i].events);
         }
+        server_serve_more(s);
         server_check_stale(s);
         /* Only now, with no event of this turn left to name them. */
         server_close_marked(s);

@@ -111,6 +111,11 @@ void conn_flush(struct server *s, struct conn *c)
 {
     size_t before = buf_readable(&c->out);
     while (buf_readable(&c->out) > 0) {
+        if (before - buf_readable(&c->out) >= WRITE_BUDGET_BYTES) {
+            if (s->cfg.mode == MODE_ET)
+                conn_want_more(s, c); /* lt: EPOLLOUT fires again by itself */
+            break;
+        }
         ssize_t n = buf_send_fd(&c->out, c->fd);
         if (n == -1) {
             if (errno == EINTR)
@@ -174,6 +179,33 @@ void conn_update(struct server *s, struct conn *c)
         return;
     }
     c->events = ev;
+}
+
+void conn_want_more(struct server *s, struct conn *c)
+{
+    if (s->cfg.mode != MODE_ET || c->more_work || c->closing != NULL)
+        return;
+    c->more_work = true;
+    c->next_more = s->more;
+    s->more = c;
+}
+
+void server_serve_more(struct server *s)
+{
+    struct conn *list = s->more;
+    s->more = NULL; /* those that still have work put themselves back */
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->next_more;
+        c->more_work = false;
+        if (c->closing != NULL)
+            continue;
+        if (buf_readable(&c->out) > 0)
+            conn_flush(s, c);
+        if (c->closing == NULL)
+            conn_on_readable(s, c);
+        conn_update(s, c);
+    }
 }
 
 void server_check_stale(struct server *s)

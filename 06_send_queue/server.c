@@ -224,6 +224,12 @@ static void table_remove(struct server *s, int fd)
 
 void conn_close(struct server *s, struct conn *c, const char *why)
 {
+    if (c->more_work) /* never leave a freed connection on s->more */
+        for (struct conn **p = &s->more; *p != NULL; p = &(*p)->next_more)
+            if (*p == c) {
+                *p = c->next_more;
+                break;
+            }
     trace("close fd=%d (%s)", c->fd, why);
     table_remove(s, c->fd);
     if (close(c->fd) == -1)
@@ -467,11 +473,17 @@ void conn_on_readable(struct server *s, struct conn *c)
 {
     /* Fairness: lt reads once per wake-up (epoll reports the socket again
      * if more is waiting), so one flooding client cannot starve the rest.
-     * et must read until EAGAIN, but stops as soon as this client's queue
-     * (with what its workers hold) passes the high-water mark: the rest
-     * waits in the kernel, and the MOD that resumes reading reports it. */
+     * et reads until EAGAIN, READ_BUDGET_BYTES at most per wake-up (then
+     * conn_want_more), and stops as soon as this client's queue (with what
+     * its workers hold) passes the high-water mark: the rest waits in the
+     * kernel, and the MOD that resumes reading reports it. */
+    size_t budget = READ_BUDGET_BYTES;
     while (c->closing == NULL && !c->reading_paused && !c->read_eof &&
            buf_readable(&c->out) + c->inflight_bytes <= s->cfg.high_water_bytes) {
+        if (budget == 0) { /* et: enough for this wake-up; come back after the others */
+            conn_want_more(s, c);
+            return;
+        }
         ssize_t n = buf_read_fd(&c->in, c->fd);
         if (n == -1) {
             if (errno == EINTR)
@@ -491,6 +503,7 @@ void conn_on_readable(struct server *s, struct conn *c)
             return;
         }
         trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
+        budget -= (size_t)n < budget ? (size_t)n : budget;
         conn_decode(s, c);
         if (s->cfg.mode == MODE_LT)
             return;

@@ -30,6 +30,8 @@ struct conn {
     struct conn *next_closing; /* the list of connections to close after this turn */
     uint64_t gen;              /* this connection's generation: unique, never reused */
     size_t inflight_bytes;     /* --threads: message bytes a worker has not answered yet */
+    bool more_work;            /* et: its budget ran out with work left (see s->more) */
+    struct conn *next_more;
 };
 
 struct config {
@@ -63,6 +65,7 @@ struct server {
     long long next_stale_check_ms;
     uint64_t next_gen;       /* generations handed out so far */
     struct workers *workers; /* --threads N, or NULL */
+    struct conn *more;       /* et: connections to serve again without waiting */
 };
 
 /* The event loop (loop_epoll.c). Returns when a stop signal arrived. */
@@ -97,6 +100,14 @@ void conn_update(struct server *s, struct conn *c);
 /* Close c after the current turn (other events of this turn may still
  * name it; freeing it now would leave them a dangling pointer). */
 void conn_mark_closing(struct server *s, struct conn *c, const char *why);
+/* Fairness: work per connection per wake-up is capped. A level-triggered
+ * socket is simply reported again; an edge-triggered one is not, so it
+ * goes on s->more and is served after the batch, before the next wait. */
+#define READ_BUDGET_BYTES  (256u << 10)
+#define WRITE_BUDGET_BYTES (1u << 20)
+void conn_want_more(struct server *s, struct conn *c);
+void server_serve_more(struct server *s);
+
 /* Close the connections marked during the turn. */
 void server_close_marked(struct server *s);
 /* The periodic stale-output check. */

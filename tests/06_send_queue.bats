@@ -165,12 +165,20 @@ threads_many_clients() {
     threads_many_clients tsan "$TSAN_ROOT/$L/server"
 }
 
-@test "fairness: while one client floods, another's 100 ping-pongs all complete" {
-    start_server server "$(bin $L server)" --port 0
+fairness() {
+    start_server server "$(bin $L server)" --mode "$1" --port 0
     start_bg flood "$(bin $L client)" --port "$PORT" --body-bytes 1048576 --repeat 200 --quiet
     run timeout 10 "$(bin $L client)" --port "$PORT" --pingpong --repeat 100 --quiet ping
     [ "$status" -eq 0 ]
     [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
+}
+
+@test "fairness (lt): while one client floods, another's 100 ping-pongs all complete" {
+    fairness lt
+}
+
+@test "fairness (et, read and write budgets): while one client floods, another's 100 ping-pongs complete" {
+    fairness et
 }
 
 @test "bad --service, --threads and watermark values get a one-line error and exit 2" {
