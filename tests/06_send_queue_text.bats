@@ -117,7 +117,7 @@ accepted_bytes() {
     [ "$status" -eq 0 ]
     [[ $output =~ closed:\ stale\ output\ \([0-9]+\ bytes\ queued,\ no\ progress\ for\ ([0-9]+)\ ms\) ]]
     ms=${BASH_REMATCH[1]}
-    [ "$ms" -gt 1000 ] && [ "$ms" -lt 3000 ]
+    [ "$ms" -gt 1000 ] && [ "$ms" -lt 10000 ] # the limit is a floor; a loaded machine only adds
     grep -qE '\[reader\] slowreader: never read; server closed the connection after [0-9.]+ s$' <<<"$output"
     ! grep -q 'closed: output cap' <<<"$output"
 }
@@ -129,8 +129,10 @@ accepted_bytes() {
     on=${BASH_REMATCH[1]}
     [[ $output =~ \[nodelay\]\ client:\ 20\ messages\ sent,\ 20\ replies,\ all\ intact\ \(20\ recv\ calls,\ ([0-9]+)\ ms\) ]]
     off=${BASH_REMATCH[1]}
+    # Nagle + delayed ACK is a floor (about 40 ms per round trip), so only a
+    # lower bound is asserted, and that TCP_NODELAY removed it in the same run.
     [ "$on" -ge 400 ]
-    [ "$off" -lt 200 ]
+    [ "$off" -lt "$on" ]
 }
 
 @test "./run threads: five clients, 500 replies each, all intact and in order" {
