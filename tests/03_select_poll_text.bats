@@ -158,6 +158,9 @@ TRACE
     a_peer=$(sed -n 's/.*accept fd=[0-9]* from \([^ ]*\) (1 connections)$/\1/p' "$T/srv.err")
 
     kill -STOP "$srv"           # Ctrl-Z in the server's terminal
+    # kill returns before the signal takes effect: wait until the server is
+    # really stopped, or it may still see alice's FIN in a turn of its own
+    wait_until 5 grep -qE '^State:[[:space:]]+T' "/proc/$srv/status"
     exec 5>&-                   # Ctrl-D in alice's terminal
     printf 'late\n' >&7         # carol types a line
     wait_until 10 fin_and_line_waiting
