@@ -38,7 +38,7 @@ proxy() {
 
 @test "half: the naive receiver prints each byte of a line as a message at --chunk 1" {
     start_server server "$(bin $L server)" --framing lines --port 0
-    proxy --direction down --chunk 1 --delay-ms 10
+    proxy --direction down --chunk 1 --delay-ms 100 # each byte alone, even on a loaded machine
     run client --framing lines --port "$PPORT" --naive hi
     [ "$status" -eq 0 ]
     [ "${lines[1]}" = 'naive recv #1: 1 byte: "h"' ]
@@ -58,14 +58,17 @@ proxy() {
 
 @test "half: the header itself split across reads is reassembled" {
     start_server server "$(bin $L server)" --port 0 -v
-    proxy --direction up --chunk 1 --delay-ms 2
+    proxy --direction up --chunk 1 --delay-ms 10
     run client --port "$PPORT" hello
     [ "$status" -eq 0 ]
     [ "${lines[1]}" = 'reply #1: 5 bytes: "hello"' ]
-    # 30 bytes (25 header + 5 body), one per recv, one frame at the end
-    [ "$(grep -cE '^server: recv fd=[0-9]+ -> 1 bytes \([0-9]+ buffered\)$' "$T/server.err")" -eq 30 ]
-    grep -qE '^server: recv fd=[0-9]+ -> 1 bytes \(25 buffered\)$' "$T/server.err"
+    # 30 bytes (25 header + 5 body) came in many reads (how many depends on
+    # scheduling); some read left an incomplete header buffered...
+    [ "$(grep -cE '^server: recv fd=[0-9]+ -> [0-9]+ bytes \(' "$T/server.err")" -ge 5 ]
+    grep -qE '^server: recv fd=[0-9]+ -> [0-9]+ bytes \(([1-9]|1[0-9]|2[0-4]) buffered\)$' "$T/server.err"
+    # ...and the one frame was complete only with the 30th byte
     [ "$(grep -c '^server: frame complete' "$T/server.err")" -eq 1 ]
+    grep -B1 '^server: frame complete' "$T/server.err" | grep -qE '\(30 buffered\)$'
 }
 
 @test "half: 1 MiB and 10 MiB bodies cut at random (seeded) both ways arrive intact" {
