@@ -6,6 +6,17 @@ load helpers
 
 lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
 
+# demo_in_fresh_copy N SECONDS: `make lesson-N && ./run` in a fresh copy;
+# the demo (not the build) must finish within SECONDS. Sets $output.
+demo_in_fresh_copy() {
+    fresh_copy
+    run timeout 120 bash -c "cd '$T/fresh' && make lesson-$1 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
+    [ "$status" -eq 0 ]
+    local took
+    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
+    [ -n "$took" ] && [ "$took" -le "$2" ]
+}
+
 @test "./run with no lesson built says to type make lesson-1 first" {
     fresh_copy
     run "$T/fresh/run"
@@ -27,60 +38,40 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
 }
 
 @test "make lesson-2 && ./run finishes within 15 s showing the four connect outcomes" {
-    fresh_copy
-    run timeout 120 bash -c "cd '$T/fresh' && make lesson-2 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
-    [ "$status" -eq 0 ]
+    demo_in_fresh_copy 2 15
     for r in "connected to" "refused by" "timed out after" "self-connect:"; do
         [[ $output == *"client: $r"* ]]
     done
-    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
-    [ "$took" -le 15 ]
 }
 
 @test "make lesson-3 && ./run finishes within 15 s showing clients served at once and the fd limit" {
-    fresh_copy
-    run timeout 120 bash -c "cd '$T/fresh' && make lesson-3 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
-    [ "$status" -eq 0 ]
+    demo_in_fresh_copy 3 15
     [[ $output == *"[alice] a2"* && $output == *"[bob] b2"* && $output == *"[carol] c2"* ]]
     [[ $output == *"refused: out of file descriptors"* ]]
     [[ $output == *"[client] served again"* ]]
-    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
-    [ "$took" -le 15 ]
 }
 
 @test "make lesson-4 && ./run finishes within 15 s showing lt, et and the stuck data of et-no-drain" {
-    fresh_copy
-    run timeout 120 bash -c "cd '$T/fresh' && make lesson-4 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
-    [ "$status" -eq 0 ]
+    demo_in_fresh_copy 4 15
     [ "$(grep -c 'burst: sent 4000 bytes in one write, 4000 came back' <<<"$output")" -eq 2 ]
     [[ $output == *"burst: sent 4000 bytes in one write, 1024 came back"* ]]
     [[ $output == *"re-arm (EPOLLONESHOT)"* ]]
-    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
-    [ "$took" -le 15 ]
 }
 
 @test "make lesson-5 && ./run shows the naive failure and the framed fix through the proxy within 15 s" {
-    fresh_copy
-    run timeout 120 bash -c "cd '$T/fresh' && make lesson-5 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
-    [ "$status" -eq 0 ]
+    demo_in_fresh_copy 5 15
     [[ $output == *'[naive] naive recv #1: 17 bytes: "one\r\ntwo\r\nthree\r\n"'* ]]
     [[ $output == *"[framed] client: 3 messages sent, 3 replies, all intact"* ]]
     [[ $output == *"[naive] client: 2 messages sent, 8 recv() calls returned them"* ]]
     [[ $output == *"protocol error: bad flags (not 0 or 1)"* ]]
-    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
-    [ "$took" -le 15 ]
 }
 
 @test "make lesson-6 && ./run shows the flood, the capped broadcast member and the stale close within 20 s" {
-    fresh_copy
-    run timeout 120 bash -c "cd '$T/fresh' && make lesson-6 >/dev/null && SECONDS=0 && ./run && echo took \$SECONDS s"
-    [ "$status" -eq 0 ]
+    demo_in_fresh_copy 6 20
     [[ $output == *"reading paused"* ]]
     [[ $output == *"closed: output cap"* ]]
     [ "$(grep -c 'client: 0 messages sent, 8000 received' <<<"$output")" -eq 2 ]
     [[ $output == *"closed: stale output"* ]]
-    took=$(sed -n 's/^took \([0-9]*\) s$/\1/p' <<<"$output")
-    [ "$took" -le 20 ]
 }
 
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {

@@ -30,11 +30,6 @@ syn_retransmitted() {
     ss -tnoH state syn-sent "( dport = :$PORT )" | grep -q 'timer:(on,[^,]*,[1-9]'
 }
 
-# For long-running commands the text shows: is the line printed there?
-printed_in_text() {
-    grep -qxF -- "\$ $1" "$ROOT/lessons/02_nonblocking_connect.md"
-}
-
 @test "make lesson-2 && ./run builds the lesson and shows the four outcomes with exit statuses" {
     doc_cmd 02_nonblocking_connect.md 'make lesson-2 && ./run'
     [ "$status" -eq 0 ]
@@ -56,7 +51,7 @@ printed_in_text() {
 @test "./run server --port 0, as the text starts it, prints its port first" {
     # doc_cmd 02_nonblocking_connect.md './run server --port 0'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --port 0'
+    printed_in 02_nonblocking_connect.md './run server --port 0'
     start_server server env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server --port 0
     [ "$(head -n 1 "$T/server.out")" = "listening on 127.0.0.1:$PORT" ]
     [ "$PORT" -gt 0 ]
@@ -95,7 +90,7 @@ printed_in_text() {
 @test "./run full_listener --port 0, as the text starts it, reports a full accept queue" {
     # doc_cmd 02_nonblocking_connect.md './run full_listener --port 0'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run full_listener --port 0'
+    printed_in 02_nonblocking_connect.md './run full_listener --port 0'
     start_server fl env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" full_listener --port 0
     [ "$(head -n 1 "$T/fl.out")" = "listening on 127.0.0.1:$PORT" ]
     wait_until 5 grep -qx 'full_listener: accept queue full: new connections will hang' "$T/fl.err"

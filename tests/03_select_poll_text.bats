@@ -8,11 +8,6 @@ load helpers
 
 L=03_select_poll
 
-# For long-running commands the text shows: is the line printed there?
-printed_in_text() {
-    grep -qxF -- "\$ $1" "$ROOT/lessons/03_select_poll.md"
-}
-
 # The situation the text sets up before a command with $PORT: a poll server.
 listening_server() {
     start_server server "$(bin $L server)" --api poll --port 0
@@ -94,7 +89,7 @@ fin_and_line_waiting() {
 @test "./run server --api select --port 0 -v traces accept, echo and close in three select turns" {
     # doc_cmd 03_select_poll.md './run server --api select --port 0 -v'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --api select --port 0 -v'
+    printed_in 03_select_poll.md './run server --api select --port 0 -v'
     start_server srv env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server --api select --port 0 -v
     [ "$(head -n 1 "$T/srv.out")" = "listening on 127.0.0.1:$PORT" ]
     printf 'hi\n' | timeout 10 "$(bin $L client)" --port "$PORT" >"$T/hi.out" 2>&1
@@ -139,8 +134,8 @@ TRACE
     # doc_cmd 03_select_poll.md './run server --api poll --port 0 -v'
     # (it runs until stopped, so it is started in the background here; the
     # three clients are the text's './run client --port $PORT' lines)
-    printed_in_text './run server --api poll --port 0 -v'
-    printed_in_text './run client --port $PORT'
+    printed_in 03_select_poll.md './run server --api poll --port 0 -v'
+    printed_in 03_select_poll.md './run client --port $PORT'
     start_server srv env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server --api poll --port 0 -v
     local srv=$PID alice a_fd a_peer c_fd
     open_input alice # fd 5

@@ -9,11 +9,6 @@ load helpers
 L=04_epoll_lt_et
 MD=04_epoll_lt_et.md
 
-# For long-running commands the text shows: is the line printed there?
-printed_in_text() {
-    grep -qxF -- "\$ $1" "$ROOT/lessons/$MD"
-}
-
 # The broken server the text starts by hand, with the sanitizer build.
 broken_server() {
     start_server server "$(bin $L server)" --mode et-no-drain --read-bytes 1024 --port 0
@@ -94,7 +89,7 @@ event_after_all_sent() {
 @test "./run server --mode et -v and the slow reader: EPOLLOUT on, all sent, then the MOD reports waiting data" {
     # doc_cmd 04_epoll_lt_et.md './run server --mode et --port 0 -v'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --mode et --port 0 -v'
+    printed_in 04_epoll_lt_et.md './run server --mode et --port 0 -v'
     start_server srv env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server --mode et --port 0 -v
     export PORT
     [ "$(head -n 1 "$T/srv.out")" = "listening on 127.0.0.1:$PORT" ]
@@ -123,7 +118,7 @@ event_after_all_sent() {
 @test "./run server --mode et-no-drain --read-bytes 1024 -v, as the text starts it, reads once per event" {
     # doc_cmd 04_epoll_lt_et.md './run server --mode et-no-drain --read-bytes 1024 --port 0 -v'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --mode et-no-drain --read-bytes 1024 --port 0 -v'
+    printed_in 04_epoll_lt_et.md './run server --mode et-no-drain --read-bytes 1024 --port 0 -v'
     start_server srv env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server --mode et-no-drain --read-bytes 1024 --port 0 -v
     [ "$(head -n 1 "$T/srv.out")" = "listening on 127.0.0.1:$PORT" ]
     run timeout 20 "$(bin $L client)" --port "$PORT" --burst 4000

@@ -12,11 +12,6 @@ L=05_framing
 MD=05_framing.md
 TEXT='hello hello hello hello hello' # the body of test vector 2
 
-# printed_in MD 'COMMAND': for long-running commands, is the line printed there?
-printed_in() {
-    grep -qxF -- "\$ $2" "$(doc_path "$1")"
-}
-
 # doc_output MD 'COMMAND': the lines a text shows under "$ COMMAND", up to
 # the end of that code block. (The command goes through the environment:
 # awk -v would turn its \x00 into a real NUL.)

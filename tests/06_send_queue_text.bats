@@ -9,11 +9,6 @@ load helpers
 L=06_send_queue
 MD=06_send_queue.md
 
-# For long-running commands the text shows: is the line printed there?
-printed_in_text() {
-    grep -qxF -- "\$ $1" "$ROOT/lessons/$MD"
-}
-
 # The server the text starts by hand, through ./run, with the sanitizer build.
 run_server() {
     start_server srv env LESSON=$L BIN_DIR="$BIN_ROOT/$L" "$ROOT/run" server "$@"
@@ -65,7 +60,7 @@ accepted_bytes() {
 @test "./run server --port 0, as the text starts it, and the flood: slowreader's bytes are in six places" {
     # doc_cmd 06_send_queue.md './run server --port 0'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --port 0'
+    printed_in 06_send_queue.md './run server --port 0'
     run_server --port 0
     [ "$(head -n 1 "$T/srv.out")" = "listening on 127.0.0.1:$PORT" ]
     doc_cmd 06_send_queue.md '(tools/slowreader --port $PORT --never-read --send 4096 --size 65536 --read-for 3 -v & sleep 2; ss -tn "( sport = :$PORT or dport = :$PORT )"; wait)'
@@ -86,7 +81,7 @@ accepted_bytes() {
 @test "./run server --port 0 --sndbuf 4096: the server's Send-Q is 8 KiB, the rest as before" {
     # doc_cmd 06_send_queue.md './run server --port 0 --sndbuf 4096'
     # (it runs until stopped, so it is started in the background here)
-    printed_in_text './run server --port 0 --sndbuf 4096'
+    printed_in 06_send_queue.md './run server --port 0 --sndbuf 4096'
     run_server --port 0 --sndbuf 4096
     [ "$(head -n 1 "$T/srv.out")" = "listening on 127.0.0.1:$PORT" ]
     doc_cmd 06_send_queue.md '(tools/slowreader --port $PORT --never-read --send 4096 --size 65536 --read-for 3 -v & sleep 2; ss -tn "( sport = :$PORT or dport = :$PORT )"; wait)'

@@ -148,7 +148,7 @@ cpu_ms() {
 doc_cmd() {
     local md cmd=$2 lesson
     md=$(doc_path "$1")
-    if ! grep -qxF -- "\$ $cmd" "$md"; then
+    if ! printed_in "$1" "$cmd"; then
         echo "'$cmd' is not printed in $md" >&2
         return 1
     fi
@@ -172,6 +172,13 @@ fresh_copy() {
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
         xargs -0 -I{} cp --parents -- {} "$T/fresh/" 2>/dev/null)
     [ -f "$T/fresh/Makefile" ]
+}
+
+# printed_in NAME.md 'COMMAND': the text prints "$ COMMAND". For commands that
+# run until stopped (servers, the proxy): a test starts them in the background
+# instead of through doc_cmd, and checks with this that the text shows them.
+printed_in() {
+    grep -qxF -- "\$ $2" "$(doc_path "$1")"
 }
 
 # doc_path NAME.md: lessons/NAME.md, or NAME.md at the top (README.md).
