@@ -45,11 +45,14 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     [ "${lines[2]}" = "nudge: sent 1 more byte, 1024 more came back (2048 of 10001 in all)" ]
 }
 
-@test "et-no-drain with a 1 MiB burst: the stuck bytes close the window, even a nudge cannot help" {
+@test "et-no-drain with a 1 MiB burst: most bytes stay stranded, even after a nudge" {
     burst et-no-drain 1048576
     [[ ${lines[1]} =~ ^burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back$ ]]
     [ "${BASH_REMATCH[1]}" -lt 1048576 ]
-    [[ ${lines[2]} == "nudge: sent 1 more byte, 0 more came back"* ]]
+    # The nudge usually brings nothing (the stranded bytes have closed the
+    # receive window); at most it makes an edge or two. Most bytes stay stuck.
+    [[ ${lines[2]} =~ ^nudge:\ sent\ 1\ more\ byte,\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\)$ ]]
+    [ "${BASH_REMATCH[1]}" -lt 524288 ]
 }
 
 @test "ET accepts every one of many connections that arrive together" {
