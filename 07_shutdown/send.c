@@ -254,8 +254,7 @@ void conn_update(struct server *s, struct conn *c)
     }
     uint32_t ev = 0;
     /* DRAINING reads nothing more; LINGERING reads only to discard. */
-    if ((c->state == CONN_OPEN && !c->reading_paused && !c->read_eof) ||
-        c->state == CONN_LINGERING)
+    if ((c->state == CONN_OPEN && !c->reading_paused && !c->read_eof) || c->state == CONN_LINGERING)
         ev |= EPOLLIN | EPOLLRDHUP;
     if (buf_readable(&c->out) > 0)
         ev |= EPOLLOUT; /* only while something is queued: idle, it would fire non-stop */

@@ -124,7 +124,8 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "f:r:L:M:S:s:W:w:C:T:K:N:t:I:F:G:O:H:p:m:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:r:L:M:S:s:W:w:C:T:K:N:t:I:F:G:O:H:p:m:vh", opts,
+                            NULL)) != -1) {
         switch (c) {
         case 'f': {
             int f = framing_parse(optarg);
@@ -182,9 +183,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         case 'I': cfg->idle_ms = (int)parse_number("--idle-ms", optarg, 0, 86400000); break;
         case 'F': cfg->frame_ms = (int)parse_number("--frame-ms", optarg, 0, 86400000); break;
         case 'G': cfg->linger_ms = (int)parse_number("--linger-ms", optarg, 1, 3600000); break;
-        case 'O':
-            cfg->stop_ms = (int)parse_number("--stop-timeout-ms", optarg, 1, 3600000);
-            break;
+        case 'O': cfg->stop_ms = (int)parse_number("--stop-timeout-ms", optarg, 1, 3600000); break;
         case 'N':
             if (strcmp(optarg, "on") == 0 || strcmp(optarg, "off") == 0) {
                 cfg->nodelay = strcmp(optarg, "on") == 0;
@@ -540,7 +539,7 @@ void conn_on_readable(struct server *s, struct conn *c)
             if (buf_readable(&c->in) > 0)
                 fprintf(stderr, "server: %s: closed in the middle of a message (%zu bytes left)\n",
                         c->peer, buf_readable(&c->in));
-            c->read_eof = true; /* closed once everything queued for it is sent */
+            c->read_eof = true;    /* closed once everything queued for it is sent */
             timer_stop(&c->frame); /* that frame will never be finished */
             return;
         }

@@ -121,8 +121,8 @@ struct server {
     struct conn *more;       /* et: connections to serve again without waiting */
     long long now_ms;        /* the loop's clock, read once per turn */
     struct timer_list idle_timers, frame_timers, linger_timers;
-    int signal_fd;             /* SIGINT, SIGTERM, SIGUSR1 arrive here as data */
-    bool stopping;             /* a graceful stop is under way */
+    int signal_fd;              /* SIGINT, SIGTERM, SIGUSR1 arrive here as data */
+    bool stopping;              /* a graceful stop is under way */
     long long stop_deadline_ms; /* ...and must end by then */
     struct counters count;
 };

@@ -65,8 +65,7 @@ void conn_touch(struct server *s, struct conn *c)
  * the slow one, and its frame deadline must not run. */
 static bool held_back_by_us(const struct server *s, const struct conn *c)
 {
-    return c->reading_paused ||
-           buf_readable(&c->out) + c->inflight_bytes > s->cfg.high_water_bytes;
+    return c->reading_paused || buf_readable(&c->out) + c->inflight_bytes > s->cfg.high_water_bytes;
 }
 
 void conn_frame_timer_update(struct server *s, struct conn *c, bool frame_done)
@@ -86,8 +85,8 @@ void conn_close_gracefully(struct server *s, struct conn *c, enum close_reason w
 {
     if (c->closing || c->state != CONN_OPEN)
         return;
-    trace("fd=%d: %s -> %s (%s)", c->fd, conn_state_name(c->state),
-          conn_state_name(CONN_DRAINING), close_reason_name(why));
+    trace("fd=%d: %s -> %s (%s)", c->fd, conn_state_name(c->state), conn_state_name(CONN_DRAINING),
+          close_reason_name(why));
     c->state = CONN_DRAINING;
     c->reason = why;
     timer_stop(&c->activity);

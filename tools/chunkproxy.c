@@ -11,6 +11,8 @@
 // client gets its own upstream connection; and a direction stops reading while the bytes it
 // read are not yet written (backpressure), so memory stays bounded.
 
+#include "toolkit.h"
+
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
@@ -20,14 +22,12 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_HOST        "127.0.0.1"
@@ -112,19 +112,6 @@ enum { IO_OK = 0, IO_ERROR = -1 };
 // Set by SIGINT/SIGTERM. Only a volatile sig_atomic_t may be written safely from a handler.
 static volatile sig_atomic_t stop_requested;
 
-static void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
-
-static void log_line(const char *format, ...)
-{
-    va_list args;
-
-    fputs("chunkproxy: ", stderr);
-    va_start(args, format);
-    vfprintf(stderr, format, args);
-    va_end(args);
-    fputc('\n', stderr);
-}
-
 static const char *pair_state_name(enum pair_state state)
 {
     return state == PAIR_CONNECTING ? "connecting" : "open";
@@ -141,15 +128,6 @@ static enum side side_other(enum side side)
     return side == SIDE_CLIENT ? SIDE_UPSTREAM : SIDE_CLIENT;
 }
 
-static int64_t clock_ms(void)
-{
-    struct timespec now;
-
-    // MONOTONIC: the delays must not jump when someone sets the wall clock.
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 static void addr_format(const struct sockaddr *addr, socklen_t len, char *text, size_t size)
 {
     char host[NI_MAXHOST], port[NI_MAXSERV];
@@ -164,19 +142,9 @@ static void addr_format(const struct sockaddr *addr, socklen_t len, char *text, 
         snprintf(text, size, "%s:%s", host, port);
 }
 
-// splitmix64: a tiny, well-mixed generator. Our own, not rand(), so that a --seed gives the
-// same chunk sizes with every libc on every machine.
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
 // The size of the next chunk. The cuts sit at fixed positions in the stream: a write never
-// crosses one, but may stop short of it when fewer bytes are at hand.
+// crosses one, but may stop short of it when fewer bytes are at hand. Random sizes come from
+// splitmix64 (toolkit.c), not rand(), so that a --seed gives the same sizes with every libc.
 static size_t dir_next_chunk(struct direction *d, const struct chunk_spec *spec)
 {
     size_t size;
@@ -692,23 +660,6 @@ static void options_usage(FILE *out)
             DEFAULT_HOST, DEFAULT_COALESCE_MS, DEFAULT_SEED);
 }
 
-// Digits only, in min..max: strtoull() alone would accept " 5", "-5" and "5x".
-static int options_number(const char *option, const char *text, uint64_t min, uint64_t max,
-                          uint64_t *out)
-{
-    char *end = NULL;
-
-    errno = 0;
-    unsigned long long value = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
-    if (end == NULL || *end != '\0' || errno != 0 || value < min || value > max) {
-        log_line("%s wants a number in %llu..%llu, not '%s'", option, (unsigned long long)min,
-                 (unsigned long long)max, text);
-        return -1;
-    }
-    *out = value;
-    return 0;
-}
-
 // --chunk N | N,M,K | random:MIN-MAX, every size in 1..MAX_CHUNK_BYTES.
 static int chunk_parse(const char *text, struct chunk_spec *spec)
 {
@@ -815,8 +766,10 @@ int main(int argc, char **argv)
     struct proxy proxy = {.opt = &opt, .listen_fd = -1};
     sigset_t wait_mask;
     int status = 1;
-    int rc = options_parse(argc, argv, &opt);
+    int rc;
 
+    tool_name = "chunkproxy";
+    rc = options_parse(argc, argv, &opt);
     if (rc >= 0)
         return rc;
     if (signal_setup(&wait_mask) == 0 && proxy_resolve_upstream(&proxy) == 0 &&

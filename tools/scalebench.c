@@ -14,14 +14,14 @@
 // Exit status: 0 measured, 1 error (one line on stderr), 2 bad usage, 3 the server closed some
 // of our connections (a select() server refusing fds >= FD_SETSIZE): "this API stops here".
 
-#include <ctype.h>
+#include "toolkit.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +29,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_HOST          "127.0.0.1"
@@ -80,27 +79,11 @@ struct bench {
 // Setup results: done, failed (the reason is already on stderr), or the server closed some.
 enum { STEP_OK = 0, STEP_FAILED = -1, STEP_REFUSED = -2 };
 
-static void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
-
-static void log_line(const char *format, ...)
-{
-    va_list args;
-
-    fputs("scalebench: ", stderr);
-    va_start(args, format);
-    vfprintf(stderr, format, args);
-    va_end(args);
-    fputc('\n', stderr);
-}
-
+// MONOTONIC (toolkit.c): a clock that NTP or an administrator may set (REALTIME) could step
+// backwards in the middle of a run.
 static double clock_seconds(void)
 {
-    struct timespec now;
-
-    // MONOTONIC: a clock that NTP or an administrator may set (REALTIME) could step
-    // backwards in the middle of a run.
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    return (double)clock_ns() / 1e9;
 }
 
 // Every connection needs a descriptor, and the default soft limit (often 1024) is far below
@@ -566,18 +549,14 @@ static void options_usage(FILE *out)
             DEFAULT_RUNS, MAX_ACTIVE, DEFAULT_ACTIVE, DEFAULT_WARMUP_ROUNDS);
 }
 
-static int options_number(const char *option, const char *text, uint32_t min, uint32_t max,
-                          uint32_t *out)
+// toolkit's options_number(), for the uint32_t fields of struct options.
+static int options_u32(const char *option, const char *text, uint32_t min, uint32_t max,
+                       uint32_t *out)
 {
-    char *end = NULL;
+    uint64_t value;
 
-    // strtoul() alone would accept " 5", "-5" (as a huge number) and "5x": demand digits only.
-    errno = 0;
-    unsigned long value = isdigit((unsigned char)text[0]) ? strtoul(text, &end, 10) : 0;
-    if (end == NULL || *end != '\0' || errno != 0 || value < min || value > max) {
-        log_line("%s wants a number in %u..%u, not '%s'", option, min, max, text);
+    if (options_number(option, text, min, max, &value) < 0)
         return -1;
-    }
     *out = (uint32_t)value;
     return 0;
 }
@@ -603,20 +582,18 @@ static int options_parse(int argc, char **argv, struct options *opt)
         switch (c) {
         case 'H': opt->host = optarg; break;
         case 'p':
-            rc = options_number("--port", optarg, 1, MAX_PORT, &opt->port);
+            rc = options_u32("--port", optarg, 1, MAX_PORT, &opt->port);
             port_given = true;
             break;
         case 'i':
-            rc = options_number("--idle", optarg, 0, MAX_IDLE, &opt->idle);
+            rc = options_u32("--idle", optarg, 0, MAX_IDLE, &opt->idle);
             idle_given = true;
             break;
-        case 'r': rc = options_number("--rounds", optarg, 1, MAX_ROUNDS, &opt->rounds); break;
-        case 's': rc = options_number("--size", optarg, 1, MAX_SIZE_BYTES, &opt->size_bytes); break;
-        case 'k': rc = options_number("--runs", optarg, 1, MAX_RUNS, &opt->runs); break;
-        case 'a': rc = options_number("--active", optarg, 1, MAX_ACTIVE, &opt->active); break;
-        case 'w':
-            rc = options_number("--warmup", optarg, 0, MAX_ROUNDS, &opt->warmup_rounds);
-            break;
+        case 'r': rc = options_u32("--rounds", optarg, 1, MAX_ROUNDS, &opt->rounds); break;
+        case 's': rc = options_u32("--size", optarg, 1, MAX_SIZE_BYTES, &opt->size_bytes); break;
+        case 'k': rc = options_u32("--runs", optarg, 1, MAX_RUNS, &opt->runs); break;
+        case 'a': rc = options_u32("--active", optarg, 1, MAX_ACTIVE, &opt->active); break;
+        case 'w': rc = options_u32("--warmup", optarg, 0, MAX_ROUNDS, &opt->warmup_rounds); break;
         case 'h': options_usage(stdout); return 0;
         case ':': log_line("option '%s' needs a value (try --help)", argv[optind - 1]); return 2;
         default: log_line("bad option '%s' (try --help)", argv[optind - 1]); return 2;
@@ -646,8 +623,10 @@ int main(int argc, char **argv)
         .warmup_rounds = DEFAULT_WARMUP_ROUNDS,
     };
     struct bench bench = {.opt = &opt};
-    int rc = options_parse(argc, argv, &opt);
+    int rc;
 
+    tool_name = "scalebench";
+    rc = options_parse(argc, argv, &opt);
     if (rc >= 0)
         return rc;
     return bench_run(&bench);

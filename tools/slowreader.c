@@ -15,28 +15,20 @@
 //   slowreader: never read; still open after X.X s
 // Exit status: 0 done, 1 an error or a bad or missing message (one line on stderr), 2 bad usage.
 
-#include <ctype.h>
+#include "toolkit.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-// The lesson protocol (lessons/protocol.md), kept here so that the tool stands alone: a 25-byte
-// header -- flags u8, origin_size u32 BE, compress_size u32 BE, 16 reserved zero bytes -- then
-// the body. This tool sends, and accepts, flags 0 (a raw body) only.
-#define HEADER_BYTES   25
-#define MAX_BODY_BYTES (10u * 1024 * 1024)
-
+// The lesson protocol (toolkit.h): this tool sends, and accepts, flags 0 (a raw body) only.
 #define DEFAULT_HOST            "127.0.0.1"
 #define DEFAULT_SIZE_BYTES      1024u
 #define DEFAULT_READ_FOR_S      10u
@@ -65,7 +57,7 @@ struct sender {
 // The receiving side checks each body byte by byte as it arrives and stores nothing but the
 // header: a 10 MiB reply costs no more memory than a short one.
 struct receiver {
-    uint8_t header[HEADER_BYTES];
+    uint8_t header[PROTO_HEADER_BYTES];
     size_t header_got;
     uint32_t body_len, body_got; // body_len is valid once the header is complete
     uint64_t messages, bytes;
@@ -76,27 +68,6 @@ struct receiver {
 // Named results of one I/O step; IO_ERROR and IO_BAD have already said why on stderr.
 enum io_result { IO_OK, IO_CLOSED, IO_ERROR, IO_BAD };
 
-static void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
-
-static void log_line(const char *format, ...)
-{
-    va_list args;
-
-    fputs("slowreader: ", stderr);
-    va_start(args, format);
-    vfprintf(stderr, format, args);
-    va_end(args);
-    fputc('\n', stderr);
-}
-
-static int64_t clock_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now); // MONOTONIC: immune to someone setting the clock
-    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
 // Byte j of message i's body. Each message is the previous one shifted by one, so a lost,
 // repeated or reordered message (within 256 of its place) shows up as a wrong byte.
 static uint8_t pattern_byte(uint64_t msg, uint64_t j)
@@ -104,27 +75,19 @@ static uint8_t pattern_byte(uint64_t msg, uint64_t j)
     return (uint8_t)((msg + j) & 0xff);
 }
 
-static uint32_t get_u32_be(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 // The header never changes (same size, flags 0); only the body is rewritten per message.
 static int sender_init(struct sender *s, const struct options *opt)
 {
     uint32_t size = (uint32_t)opt->size_bytes;
 
-    s->frame_len = HEADER_BYTES + opt->size_bytes;
+    s->frame_len = PROTO_HEADER_BYTES + opt->size_bytes;
     if ((s->frame = calloc(1, s->frame_len)) == NULL) {
         log_line("out of memory for a %zu-byte frame", s->frame_len);
         return -1;
     }
-    s->frame[1] = (uint8_t)(size >> 24); // origin_size; flags, compress_size, reserved stay 0
-    s->frame[2] = (uint8_t)(size >> 16);
-    s->frame[3] = (uint8_t)(size >> 8);
-    s->frame[4] = (uint8_t)size;
+    proto_put_header(s->frame, 0, size, 0);
     for (size_t j = 0; j < opt->size_bytes; j++)
-        s->frame[HEADER_BYTES + j] = pattern_byte(0, j);
+        s->frame[PROTO_HEADER_BYTES + j] = pattern_byte(0, j);
     return 0;
 }
 
@@ -153,7 +116,7 @@ static enum io_result sender_step(int fd, struct sender *s, const struct options
         s->sent = 0;
         if (++s->index < opt->send_count)
             for (size_t j = 0; j < opt->size_bytes; j++)
-                s->frame[HEADER_BYTES + j] = pattern_byte(s->index, j);
+                s->frame[PROTO_HEADER_BYTES + j] = pattern_byte(s->index, j);
     }
     return IO_OK;
 }
@@ -169,9 +132,9 @@ static enum io_result receiver_check_header(struct receiver *r, const struct opt
     if (r->header[0] != 0)
         log_line("message %llu: flags %u, expected 0 (raw)", (unsigned long long)number,
                  r->header[0]);
-    else if (r->body_len == 0 || r->body_len > MAX_BODY_BYTES)
+    else if (r->body_len == 0 || r->body_len > PROTO_MAX_BODY_BYTES)
         log_line("message %llu: origin_size %u, expected 1..%u", (unsigned long long)number,
-                 r->body_len, MAX_BODY_BYTES);
+                 r->body_len, PROTO_MAX_BODY_BYTES);
     else if (ours && r->messages >= opt->send_count)
         log_line("message %llu: more replies than the %llu messages sent",
                  (unsigned long long)number, (unsigned long long)opt->send_count);
@@ -188,9 +151,9 @@ static enum io_result receiver_feed(struct receiver *r, const struct options *op
                                     const uint8_t *data, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (r->header_got < HEADER_BYTES) {
+        if (r->header_got < PROTO_HEADER_BYTES) {
             r->header[r->header_got++] = data[i];
-            if (r->header_got == HEADER_BYTES && receiver_check_header(r, opt) != IO_OK)
+            if (r->header_got == PROTO_HEADER_BYTES && receiver_check_header(r, opt) != IO_OK)
                 return IO_BAD;
             continue;
         }
@@ -248,46 +211,14 @@ static enum io_result receiver_step(int fd, struct receiver *r, const struct opt
     return receiver_feed(r, opt, buf, (size_t)n);
 }
 
-// Setup: a blocking connect (bounded by SO_SNDTIMEO, which Linux applies to connect()), then
-// a non-blocking socket. Returns the fd, or -1 after one line on stderr.
+// Setup: a blocking connect, bounded, then a non-blocking socket. A small receive buffer for
+// --never-read, so the server's output backs up after a few KB instead of the megabyte or so
+// autotuning would grant (tcp_connect sets it before connect(): the window scale is agreed in
+// the SYN and cannot shrink afterwards). Returns the fd, or -1 after one line on stderr.
 static int connect_to(const struct options *opt)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *list = NULL;
-    struct timeval limit = {.tv_sec = CONNECT_TIMEOUT_S};
-    int rcvbuf = NEVER_READ_RCVBUF_BYTES;
-    char port[16];
-
-    snprintf(port, sizeof port, "%llu", (unsigned long long)opt->port);
-    int rc = getaddrinfo(opt->host, port, &hints, &list);
-    if (rc != 0) {
-        log_line("%s: %s", opt->host, rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(list->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    // A small receive buffer for --never-read, so the server's output backs up after a few KB
-    // instead of the megabyte or so autotuning would grant. It must be set before connect():
-    // the window scale is agreed in the SYN and cannot shrink afterwards.
-    bool ok =
-        fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) == 0 &&
-        (!opt->never_read || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0) &&
-        connect(fd, list->ai_addr, list->ai_addrlen) == 0;
-    int saved_errno = errno;
-    freeaddrinfo(list);
-    if (!ok) {
-        log_line("connect to %s port %s: %s", opt->host, port,
-                 saved_errno == EINPROGRESS ? "timed out" : strerror(saved_errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
-        log_line("fcntl O_NONBLOCK: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return tcp_connect(opt->host, opt->port, CONNECT_TIMEOUT_S * 1000,
+                       opt->never_read ? NEVER_READ_RCVBUF_BYTES : 0, true);
 }
 
 enum outcome { RUNNING, DONE, TIMED_OUT, CLOSED, FAILED };
@@ -368,23 +299,6 @@ static void options_usage(FILE *out)
             DEFAULT_HOST, DEFAULT_SIZE_BYTES, NEVER_READ_RCVBUF_BYTES, DEFAULT_READ_FOR_S);
 }
 
-// Digits only, in min..max: strtoull() alone would accept " 5", "-5" and "5x".
-static int options_number(const char *option, const char *text, uint64_t min, uint64_t max,
-                          uint64_t *out)
-{
-    char *end = NULL;
-
-    errno = 0;
-    unsigned long long value = isdigit((unsigned char)text[0]) ? strtoull(text, &end, 10) : 0;
-    if (end == NULL || *end != '\0' || errno != 0 || value < min || value > max) {
-        log_line("%s wants a number in %llu..%llu, not '%s'", option, (unsigned long long)min,
-                 (unsigned long long)max, text);
-        return -1;
-    }
-    *out = value;
-    return 0;
-}
-
 // Returns -1 to run, 0 after --help, 2 on bad usage (one line already on stderr).
 static int options_parse(int argc, char **argv, struct options *opt)
 {
@@ -414,7 +328,9 @@ static int options_parse(int argc, char **argv, struct options *opt)
             has_port = true;
             break;
         case 'n': rc = options_number("--send", optarg, 0, MAX_SEND, &opt->send_count); break;
-        case 's': rc = options_number("--size", optarg, 1, MAX_BODY_BYTES, &opt->size_bytes); break;
+        case 's':
+            rc = options_number("--size", optarg, 1, PROTO_MAX_BODY_BYTES, &opt->size_bytes);
+            break;
         case 'r':
             rc = options_number("--read-rate", optarg, 1, MAX_RATE_BYTES_PER_S, &opt->read_rate);
             has_rate = true;
@@ -452,8 +368,10 @@ int main(int argc, char **argv)
         .host = DEFAULT_HOST, .size_bytes = DEFAULT_SIZE_BYTES, .read_for_s = DEFAULT_READ_FOR_S};
     struct sender s = {0};
     struct receiver r = {0};
-    int rc = options_parse(argc, argv, &opt);
+    int rc;
 
+    tool_name = "slowreader";
+    rc = options_parse(argc, argv, &opt);
     if (rc >= 0)
         return rc;
     if (opt.send_count > 0 && sender_init(&s, &opt) < 0)

@@ -1,0 +1,244 @@
+#!/usr/bin/env bats
+# Lesson 7 -- closing without losing data: close() with unread bytes and
+# SO_LINGER {1,0} send RST (the answer's tail is lost), a graceful close
+# loses nothing; half-close; the graceful stop on SIGTERM/SIGINT; idle and
+# linger timeouts; counters on SIGUSR1.
+
+load helpers
+
+L=07_shutdown
+ANSWER=4194304 # 4 MiB: more than the socket buffers hold, so part of it is in flight at close()
+
+# stats PID: ask the server for its counters (SIGUSR1) and print the new line.
+stats() {
+    local before
+    before=$(grep -c '^stats on SIGUSR1' "$T/server.out")
+    kill -USR1 "$1"
+    wait_until 5 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$T/server.out') -gt $before ]"
+    grep '^stats on SIGUSR1' "$T/server.out" | tail -n 1
+}
+
+# stat NAME LINE: one counter from a stats line.
+stat() {
+    local re="(^| )$1=([0-9]+)( |$)"
+    [[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
+}
+
+# rst_loses_the_tail MODE: closer hangs up with MODE; fetch, reading late,
+# gets an exact prefix of the answer (it checks every byte), then ECONNRESET.
+rst_loses_the_tail() {
+    start_server closer "$(bin $L closer)" --once --close "$1" --port 0
+    run timeout 30 "$(bin $L fetch)" --port "$PORT" --bytes $ANSWER --read-delay-ms 200
+    [ "$status" -eq 1 ]
+    re="^fetch: received ([0-9]+) of $ANSWER bytes, then ECONNRESET \(Connection reset by peer\): ([0-9]+) bytes lost$"
+    [[ $output =~ $re ]]
+    got=${BASH_REMATCH[1]} lost=${BASH_REMATCH[2]}
+    [ "$got" -lt $ANSWER ] && [ "$lost" -gt 0 ] && [ $((got + lost)) -eq $ANSWER ]
+    wait_exit "$PID" 10
+    grep -qx "closer: answered GET $ANSWER: all $ANSWER bytes handed to the kernel" "$T/closer.out"
+}
+
+@test "close() with the next request unread sends RST: the client gets a byte-exact prefix, then ECONNRESET" {
+    rst_loses_the_tail close
+    grep -qx 'closer: close() with 7 unread bytes in the receive buffer: RST' "$T/closer.out"
+}
+
+@test "SO_LINGER {1,0} then close() sends RST: the tail of the answer is lost, ECONNRESET" {
+    rst_loses_the_tail linger0
+    grep -qx 'closer: linger0: SO_LINGER {1, 0}, close(): RST' "$T/closer.out"
+}
+
+@test "graceful close (shutdown, read until FIN, close): all 4 MiB arrive byte-exact, then end of stream" {
+    start_server closer "$(bin $L closer)" --once --close graceful --port 0
+    run timeout 30 "$(bin $L fetch)" --port "$PORT" --bytes $ANSWER --read-delay-ms 200
+    [ "$status" -eq 0 ]
+    [ "$output" = "fetch: received $ANSWER of $ANSWER bytes, then end of stream: complete" ]
+    wait_exit "$PID" 10
+    grep -qx "closer: graceful: FIN sent, 7 unread bytes discarded, client's FIN received, close()" \
+        "$T/closer.out"
+}
+
+@test "graceful close is bounded: a client that never sends its FIN is closed after --linger-ms" {
+    start_server closer "$(bin $L closer)" --once --close graceful --linger-ms 500 --port 0
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'GET 10\n' >&7
+    read -r -N 10 -t 5 -u 7 answer
+    [ "$answer" = "abcdefghij" ]
+    # we keep the connection open and never close our side
+    wait_exit "$PID" 5
+    grep -qx 'closer: graceful: no FIN from the client within 500 ms (Resource temporarily unavailable), close()' \
+        "$T/closer.out"
+    exec 7<&-
+}
+
+@test "half-close: a client that sends 1000 messages then shutdown(SHUT_WR) gets all 1000 replies" {
+    start_server server "$(bin $L server)" --port 0
+    run timeout 60 "$(bin $L client)" --port "$PORT" --quiet --repeat 1000 --body-bytes 10000
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 1000 messages sent, 1000 replies, all intact"* ]]
+    line=$(stats "$PID")
+    echo "$line"
+    [ "$(stat closed_peer "$line")" -eq 1 ] && [ "$(stat closed_error "$line")" -eq 0 ]
+    [ "$(stat msgs_in "$line")" -eq 1000 ] && [ "$(stat msgs_sent "$line")" -eq 1000 ]
+}
+
+@test "SIGTERM: idle connections get a FIN, new connections are refused, the server exits 0 with its counters" {
+    start_server server "$(bin $L server)" --port 0 --linger-ms 5000
+    server=$PID
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 2 ]"
+    kill -TERM "$server"
+    at_eof 7 # our end of stream: the server's FIN
+    at_eof 8
+    # it lingers for our FINs, and accepts nobody meanwhile
+    kill -0 "$server"
+    run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
+    [ "$status" -ne 0 ]
+    exec 7<&- 8<&- # our FINs: now it can finish
+    wait_exit "$server" 5
+    grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
+    line=$(grep '^stats at exit' "$T/server.out")
+    [ "$(stat closed_stop "$line")" -eq 2 ] && [ "$(stat open "$line")" -eq 0 ]
+}
+
+@test "SIGINT stops gracefully too, with exit status 0" {
+    start_server server "$(bin $L server)" --port 0
+    run timeout 10 "$(bin $L client)" --port "$PORT" hello
+    [ "$status" -eq 0 ]
+    kill -INT "$PID"
+    wait_exit "$PID" 5
+    grep -q 'server: Interrupt: stopping gracefully' "$T/server.err"
+    grep -q '^stats at exit: accepted=1 open=0 ' "$T/server.out"
+}
+
+@test "stop deadline: a client that never reads is closed after --stop-timeout-ms, its replies counted as dropped" {
+    start_server server "$(bin $L server)" --port 0 --stop-timeout-ms 1000
+    server=$PID
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2000 --size 4096 \
+        --read-for 20
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    kill -TERM "$server"
+    wait_exit "$server" 10
+    grep -qx 'server: stop deadline (1000 ms): closing 1 connection(s) not done yet' "$T/server.err"
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(stat closed_stop_deadline "$line")" -eq 1 ]
+    [ "$(stat msgs_dropped "$line")" -gt 0 ]
+    [ $(($(stat msgs_sent "$line") + $(stat msgs_dropped "$line"))) -eq "$(stat msgs_queued "$line")" ]
+}
+
+@test "a second SIGTERM during the stop ends it at once (still exit 0)" {
+    start_server server "$(bin $L server)" --port 0 --linger-ms 60000 --stop-timeout-ms 60000
+    server=$PID
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 1 ]"
+    kill -TERM "$server"
+    at_eof 7 # lingering now: waiting a minute for our FIN, which we do not send
+    kill -TERM "$server"
+    wait_exit "$server" 5
+    grep -q 'server: Terminated again: stopping now' "$T/server.err"
+    grep -q ' closed_stop_deadline=1 ' "$T/server.out"
+    exec 7<&-
+}
+
+@test "idle timeout: a silent connection is closed with a FIN after --idle-ms, counted as idle" {
+    start_server server "$(bin $L server)" --port 0 --idle-ms 500
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    start=$EPOCHREALTIME
+    read -r -t 5 -u 7 got || rc=$?
+    end=$EPOCHREALTIME
+    [ "${rc:-0}" -eq 1 ] && [ -z "$got" ] # end of stream, not a timeout
+    elapsed_ms=$(((${end/./} - ${start/./}) / 1000))
+    echo "closed after $elapsed_ms ms"
+    [ "$elapsed_ms" -ge 450 ]
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: idle for 500 ms: closing$' "$T/server.err"
+    exec 7<&-
+    line=$(stats "$PID")
+    [ "$(stat closed_idle "$line")" -eq 1 ]
+}
+
+@test "bytes every 300 ms keep a connection alive past --idle-ms 1000 (activity restarts the timer)" {
+    start_server server "$(bin $L server)" --port 0 --idle-ms 1000
+    start_server proxy "$(bin tools chunkproxy)" --upstream "127.0.0.1:$PORT" --port 0 \
+        --chunk 10 --delay-ms 300 --direction up
+    # 4 messages of 5 bytes = 120 bytes = 12 chunks, 300 ms apart: 3.6 s, never 1 s quiet
+    run timeout 30 "$(bin $L client)" --port "$PORT" --quiet aaaaa bbbbb ccccc ddddd
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 4 messages sent, 4 replies, all intact"* ]]
+    ! grep -q 'idle for' "$T/server.err"
+}
+
+@test "SIGUSR1 prints consistent counters and the server goes on serving" {
+    start_server server "$(bin $L server)" --port 0
+    run timeout 10 "$(bin $L client)" --port "$PORT" --quiet --repeat 50 hello
+    [ "$status" -eq 0 ]
+    line=$(stats "$PID")
+    echo "$line"
+    [ "$(stat accepted "$line")" -eq 1 ] && [ "$(stat msgs_in "$line")" -eq 50 ]
+    [ "$(stat msgs_queued "$line")" -eq 50 ] && [ "$(stat msgs_sent "$line")" -eq 50 ]
+    [ "$(stat bytes_in "$line")" -eq $((50 * 30)) ] && [ "$(stat bytes_out "$line")" -eq $((50 * 30)) ]
+    run timeout 10 "$(bin $L client)" --port "$PORT" --quiet again
+    [ "$status" -eq 0 ]
+    kill -0 "$PID"
+}
+
+@test "pipelined requests are answered with one send per read (batching), not one per reply" {
+    command -v strace >/dev/null || skip "strace is not installed"
+    start_server server strace -f -e trace=sendmsg,sendto,write -o "$T/strace.log" \
+        "$(bin $L server)" --port 0
+    # --one-write: 100 messages in one send(), so they arrive in one or a few reads
+    run timeout 20 "$(bin $L client)" --port "$PORT" --quiet --one-write --repeat 100 ping
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
+    sends=$(grep -cE 'sendto\(|sendmsg\(' "$T/strace.log")
+    echo "server send calls for 100 replies: $sends"
+    [ "$sends" -le 10 ]
+}
+
+@test "--max-conns 2: a third connection is refused at once and counted" {
+    start_server server "$(bin $L server)" --port 0 --max-conns 2
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 9<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof 9
+    grep -qE 'refused: --max-conns reached$' "$T/server.err"
+    line=$(stats "$PID")
+    [ "$(stat refused "$line")" -eq 1 ] && [ "$(stat open "$line")" -eq 2 ]
+    exec 7<&- 8<&- 9<&-
+}
+
+@test "out of file descriptors (ulimit -n 32): extra clients are refused, the server keeps serving" {
+    start_server server bash -c "ulimit -n 32 && exec '$(bin $L server)' --port 0"
+    fds=()
+    for i in $(seq 40); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" && fds+=("$fd")
+    done
+    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
+    for fd in "${fds[@]}"; do exec {fd}<&-; done
+    run timeout 10 "$(bin $L client)" --port "$PORT" --retry 5 hello
+    [ "$status" -eq 0 ]
+    [[ $output == *'reply #1: 5 bytes: "hello"'* ]]
+}
+
+@test "--threads 4: a graceful stop delivers the workers' replies before the half-close" {
+    start_server server "$(bin $L server)" --port 0 --threads 4
+    run timeout 60 "$(bin $L client)" --port "$PORT" --quiet --compress --repeat 500 --body-bytes 20000
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 500 messages sent, 500 replies, all intact"* ]]
+    kill -TERM "$PID"
+    wait_exit "$PID" 10
+    grep -q '^stats at exit: accepted=1 open=0 refused=0 msgs_in=500 msgs_queued=500 msgs_sent=500 msgs_dropped=0 ' \
+        "$T/server.out"
+}
+
+@test "new flags reject bad values with one line and exit 2" {
+    run "$(bin $L server)" --idle-ms soon
+    [ "$status" -eq 2 ] && [ "$output" = "server: --idle-ms wants a number in 0..86400000, not 'soon'" ]
+    run "$(bin $L server)" --linger-ms 0
+    [ "$status" -eq 2 ] && [ "$output" = "server: --linger-ms wants a number in 1..3600000, not '0'" ]
+    run "$(bin $L closer)" --close slam
+    [ "$status" -eq 2 ] && [ "$output" = "closer: --close wants close, linger0 or graceful, not 'slam'" ]
+    run "$(bin $L fetch)" --bytes 5
+    [ "$status" -eq 2 ] && [ "$output" = "fetch: --port is required" ]
+}
