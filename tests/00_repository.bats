@@ -74,6 +74,15 @@ demo_in_fresh_copy() {
     [[ $output == *"closed: stale output"* ]]
 }
 
+@test "make lesson-7 && ./run shows the RST loss, the graceful close and a graceful stop within 20 s" {
+    demo_in_fresh_copy 7 20
+    [ "$(grep -c 'then ECONNRESET (Connection reset by peer)' <<<"$output")" -eq 2 ]
+    [[ $output == *"fetch: received 4194304 of 4194304 bytes, then end of stream: complete"* ]]
+    [[ $output == *"client: 3 messages sent, 3 replies, all intact"* ]]
+    [[ $output == *"server: Terminated: stopping gracefully"* ]]
+    [[ $output == *"server exit status 0"* ]]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]
@@ -134,6 +143,8 @@ demo_in_fresh_copy() {
 @test "make bench prints the ttcp table and the scaling table" {
     # the README's command, in a small configuration (the full one takes minutes)
     export SCALE_NS="10 100" SCALE_ROUNDS=300 SCALE_RUNS=3 TTCP_BYTES=4M
+    export SERVER_BENCH_MESSAGES=2000 SERVER_BENCH_IDLE_CONNS=50 SERVER_BENCH_HOLD_S=1 \
+        SERVER_BENCH_SYSCALL_MESSAGES=200
     doc_cmd README.md 'make bench'
     [ "$status" -eq 0 ]
     grep -qE '^ *length +messages +seconds +MB/s$' <<<"$output"
