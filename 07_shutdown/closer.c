@@ -5,10 +5,11 @@
  * this server never reads: it answers one request per connection. Then it
  * hangs up:
  *   --close close     close() with those bytes still unread. The kernel
- *                     sends RST instead of FIN: whatever of the answer is
- *                     still in flight, or still waiting in the client's
- *                     receive buffer, is destroyed. The client sees
- *                     ECONNRESET and misses the tail of the answer.
+ *                     sends RST instead of FIN and throws away what it had
+ *                     not sent yet: the tail of the answer, still in our
+ *                     send buffer. The client reads what had arrived, then
+ *                     ECONNRESET. (Some systems also discard what the client
+ *                     had received but not yet read.)
  *   --close linger0   SO_LINGER {on, 0 s}, then close(): RST on purpose,
  *                     even with nothing unread. Same loss.
  *   --close graceful  shutdown(SHUT_WR): FIN after the last byte; read and

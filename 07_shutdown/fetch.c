@@ -5,7 +5,7 @@
  * reads until the end of the stream and checks every byte. Whether the
  * answer arrives whole depends only on how the server hangs up: after a
  * FIN, recv() returns every byte and then 0; after a RST, recv() fails
- * with ECONNRESET and the bytes not yet read are gone.
+ * with ECONNRESET, and the bytes the server had not yet sent are gone.
  */
 #include "net.h"
 

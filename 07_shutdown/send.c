@@ -25,12 +25,14 @@
 #include <sys/uio.h>
 #include <time.h>
 
-/* Replies collected while one read is decoded: up to this many bytes (a
- * bigger reply is written directly, after what was collected). */
-#define BATCH_MAX_BYTES (64u << 10)
-/* A queue buffer bigger than this is freed once it drains: a burst must not
- * pin its memory on a connection that then sits idle. */
-#define KEEP_BUFFER_BYTES (64u << 10)
+/* Replies collected while one read is decoded: small ones only (up to
+ * BATCH_REPLY_BYTES each, BATCH_MAX_BYTES in all). Copying a small reply is
+ * cheaper than a system call; a big one is written directly from where it
+ * is, after what was collected, without a copy. */
+#define BATCH_REPLY_BYTES 4096u
+#define BATCH_MAX_BYTES   (64u << 10)
+/* A drained queue keeps a buffer this big at most (see buf_release_if_big). */
+#define KEEP_OUTPUT_BYTES 4096u
 
 long long server_now_ms(void)
 {
@@ -111,7 +113,7 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     size_t total = prefix_len + body_len + suffix_len;
     size_t queued = buf_readable(&c->out);
     size_t sent = 0;
-    bool collect = c->batching && queued + total <= BATCH_MAX_BYTES;
+    bool collect = c->batching && total <= BATCH_REPLY_BYTES && queued + total <= BATCH_MAX_BYTES;
     if (!collect && c->batching && queued > 0 && !(c->events & EPOLLOUT)) {
         /* A big reply in a batch: what was collected goes first. */
         conn_flush(s, c);
@@ -188,8 +190,11 @@ void conn_batch_end(struct server *s, struct conn *c)
     c->batching = false;
     /* The replies of this read, in one send. Only if the queue is ours: a
      * queue EPOLLOUT is already waiting for is not writable now anyway. */
-    if (!c->closing && buf_readable(&c->out) > 0 && !(c->events & EPOLLOUT))
+    if (!c->closing && buf_readable(&c->out) > 0 && !(c->events & EPOLLOUT)) {
+        trace("send fd=%d: %zu bytes of replies collected from this read: one send", c->fd,
+              buf_readable(&c->out));
         conn_flush(s, c);
+    }
 }
 
 void conn_flush(struct server *s, struct conn *c)
@@ -217,8 +222,8 @@ void conn_flush(struct server *s, struct conn *c)
               before - buf_readable(&c->out), buf_readable(&c->out));
         c->out_progress_ms = s->now_ms;
     }
-    if (buf_readable(&c->out) == 0 && c->out.cap > KEEP_BUFFER_BYTES)
-        buf_free(&c->out);
+    if (buf_readable(&c->out) == 0)
+        buf_release_if_big(&c->out, KEEP_OUTPUT_BYTES);
 }
 
 void conn_update(struct server *s, struct conn *c)

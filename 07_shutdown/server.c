@@ -56,6 +56,10 @@
 #define DEFAULT_FRAME_MS  30000
 #define DEFAULT_LINGER_MS 2000
 #define DEFAULT_STOP_MS   5000
+/* An empty input buffer keeps up to 64 KiB: a client of 16 KiB messages
+ * reads straight into it, without a copy from the spill area; above that,
+ * the memory goes back (a 10 MiB message must not stay 10 MiB forever). */
+#define KEEP_INPUT_BYTES (64u << 10)
 /* The input buffer holds at most one incomplete frame plus one read. */
 #define MAX_INPUT_BYTES (FRAME_HEADER_BYTES + MAX_BODY_BYTES + 2 * 65536)
 
@@ -499,8 +503,10 @@ void conn_decode(struct server *s, struct conn *c)
             buf_consume(&c->in, f.frame_len);
     }
     conn_batch_end(s, c);
-    if (!c->closing)
+    if (!c->closing) {
+        buf_release_if_big(&c->in, KEEP_INPUT_BYTES); /* all decoded: give a big buffer back */
         conn_frame_timer_update(s, c, frame_done);
+    }
 }
 
 void conn_on_readable(struct server *s, struct conn *c)

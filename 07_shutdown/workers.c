@@ -238,6 +238,8 @@ void workers_collect(struct workers *pool)
         struct job *r = list;
         list = r->next;
         struct conn *c = r->fd <= s->max_fd ? s->conns[r->fd] : NULL;
+        if (r->error != NULL)
+            s->count.msgs_in--; /* counted when submitted; a bad body is no message after all */
         if (c == NULL || c->gen != r->gen || c->closing) {
             /* The lesson: the connection this reply was for is gone (maybe
              * its fd already belongs to someone else): drop it. */

@@ -27,8 +27,7 @@ void log_line(const char *format, ...)
     fputc('\n', stderr);
 }
 
-int options_number(const char *option, const char *text, uint64_t min, uint64_t max,
-                   uint64_t *out)
+int options_number(const char *option, const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end = NULL;
 
@@ -78,8 +77,7 @@ void proto_put_header(uint8_t out[PROTO_HEADER_BYTES], uint8_t flags, uint32_t o
     put_u32_be(out + 5, compress_size);
 }
 
-int tcp_connect(const char *host, uint64_t port, int timeout_ms, int rcvbuf_bytes,
-                bool nonblocking)
+int tcp_connect(const char *host, uint64_t port, int timeout_ms, int rcvbuf_bytes, bool nonblocking)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *list = NULL;
@@ -94,8 +92,8 @@ int tcp_connect(const char *host, uint64_t port, int timeout_ms, int rcvbuf_byte
     }
     int fd = socket(list->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) == 0 &&
-              (rcvbuf_bytes <= 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_bytes,
-                                               sizeof rcvbuf_bytes) == 0) &&
+              (rcvbuf_bytes <= 0 ||
+               setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_bytes, sizeof rcvbuf_bytes) == 0) &&
               connect(fd, list->ai_addr, list->ai_addrlen) == 0;
     int saved_errno = errno;
     freeaddrinfo(list);

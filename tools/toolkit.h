@@ -20,8 +20,7 @@ void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
 // Digits only, in min..max: strtoull() alone would accept " 5", "-5" and "5x". Returns 0, or
 // -1 after "OPTION wants a number in MIN..MAX, not 'TEXT'" on stderr.
-int options_number(const char *option, const char *text, uint64_t min, uint64_t max,
-                   uint64_t *out);
+int options_number(const char *option, const char *text, uint64_t min, uint64_t max, uint64_t *out);
 
 // CLOCK_MONOTONIC (immune to someone setting the clock), in ns and in ms.
 int64_t clock_ns(void);
