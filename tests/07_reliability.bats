@@ -73,6 +73,17 @@ field() {
     [[ $line =~ $re ]] && echo "${BASH_REMATCH[2]}"
 }
 
+# loadgen_clean PID NAME: wait for a loadgen started as start_bg NAME; it must
+# exit 0 with no error and no mismatch. Sets LOAD_OUTPUT to what it printed.
+loadgen_clean() {
+    local rc=0
+    wait_exit "$1" 60 || rc=$?
+    LOAD_OUTPUT=$(cat "$T/$2.out")
+    echo "$LOAD_OUTPUT"
+    [ "$rc" -eq 0 ] || { echo "loadgen exit status $rc"; return 1; }
+    [ "$(field errors "$LOAD_OUTPUT")" -eq 0 ] && [ "$(field mismatches "$LOAD_OUTPUT")" -eq 0 ]
+}
+
 # invariant LINE: msgs_queued = msgs_sent + msgs_dropped + msgs_pending.
 invariant() {
     local q s d p
@@ -204,12 +215,7 @@ sweep() {
     echo "the sweep took $(((${sweep_end/./} - ${sweep_start/./}) / 1000)) ms"
     # the load ran throughout: it is still running now that the sweep is over
     kill -0 "$load" || { echo "loadgen (--duration 8) ended before the sweep did"; false; }
-    rc=0
-    wait_exit "$load" 60 || rc=$?
-    LOAD_OUTPUT=$(cat "$T/load.out")
-    echo "$LOAD_OUTPUT"
-    [ "$rc" -eq 0 ]
-    [ "$(field errors "$LOAD_OUTPUT")" -eq 0 ] && [ "$(field mismatches "$LOAD_OUTPUT")" -eq 0 ]
+    loadgen_clean "$load" load
     [ "$(field closed_by_server "$LOAD_OUTPUT")" -eq 0 ]
     wait_until 10 counter_is open 0
     LINE=$(stats "$SERVER")
@@ -357,14 +363,9 @@ sweep() {
     grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
     verified=0
     for i in 1 2 3; do
-        rc=0
-        wait_exit "${floods[$((i - 1))]}" 60 || rc=$?
-        out=$(cat "$T/flood$i.out")
-        echo "$out"
-        [ "$rc" -eq 0 ]
-        [ "$(field errors "$out")" -eq 0 ] && [ "$(field mismatches "$out")" -eq 0 ]
-        [ "$(field closed_by_server "$out")" -eq 2 ]
-        verified=$((verified + $(field messages "$out")))
+        loadgen_clean "${floods[$((i - 1))]}" "flood$i"
+        [ "$(field closed_by_server "$LOAD_OUTPUT")" -eq 2 ]
+        verified=$((verified + $(field messages "$LOAD_OUTPUT")))
     done
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
@@ -457,17 +458,12 @@ sweep() {
     wait_until 30 counter_ge msgs_in "$target"
     kill -TERM "$SERVER"
     exited_cleanly
-    rc=0
-    wait_exit "$load" 60 || rc=$?
-    out=$(cat "$T/load.out")
-    echo "$out"
-    [ "$rc" -eq 0 ]
-    [ "$(field errors "$out")" -eq 0 ] && [ "$(field mismatches "$out")" -eq 0 ]
-    [ "$(field closed_by_server "$out")" -eq 8 ]
+    loadgen_clean "$load" load
+    [ "$(field closed_by_server "$LOAD_OUTPUT")" -eq 8 ]
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
     [ "$(stat msgs_in "$line")" -eq "$(stat msgs_sent "$line")" ]
-    [ "$(stat msgs_sent "$line")" -eq "$(field messages "$out")" ]
+    [ "$(stat msgs_sent "$line")" -eq "$(field messages "$LOAD_OUTPUT")" ]
     [ "$(stat msgs_dropped "$line")" -eq 0 ]
     # teardown fails the test if TSan wrote a report to $T/san
 }
