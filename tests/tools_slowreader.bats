@@ -47,18 +47,19 @@ backed_up() {
 @test "a slowreader that never reads stays open on the lesson-5 server, which serves others" {
     start_server server "$(bin $L5 server)" --port 0
     SERVER_PID=$PID
-    # --read-for 8: time enough for the backlog to build even on a loaded machine
+    # --read-for 15: time enough for the backlog to build even on a loaded
+    # machine (it once took 8 s), with the check below still to come
     start_bg slow "$(bin tools slowreader)" --port "$PORT" --never-read --send 2000 --size 4096 \
-        --read-for 8
+        --read-for 15
     SLOW_PID=$PID
-    wait_until 7 backed_up
+    wait_until 12 backed_up
     echo "stuck in the slow reader's send queue: $(slow_send_queue) bytes"
     run timeout 10 "$(bin $L5 client)" --port "$PORT" hello
     [ "$status" -eq 0 ]
     [[ $output == *'reply #1: 5 bytes: "hello"'* ]]
     kill -0 "$SLOW_PID" # the other client was served while the slow one was still there
     rc=0
-    wait_exit "$SLOW_PID" 15 || rc=$?
+    wait_exit "$SLOW_PID" 20 || rc=$?
     [ "$rc" -eq 0 ]
     [[ $(cat "$T/slow.out") =~ ^slowreader:\ never\ read\;\ still\ open\ after\ [0-9]+\.[0-9]\ s$ ]]
     kill -0 "$SERVER_PID"
