@@ -83,6 +83,16 @@ demo_in_fresh_copy() {
     [[ $output == *"server exit status 0"* ]]
 }
 
+@test "make lesson-8 && ./run shows the probes, three datagrams in and out, MSG_TRUNC and timeouts within 15 s" {
+    demo_in_fresh_copy 8 15
+    [[ $output == *"[client] 10 probes: 10 replies, 0 lost"* ]]
+    [[ $output == *"best estimate: probe "* ]]
+    [[ $output == *'5 bytes: "three"'* ]]
+    [[ $output == *"truncated to 16 (MSG_TRUNC)"* ]]
+    [[ $output == *"lost (timeout after 300 ms)"* ]]
+    [[ $output == *"late reply to probe 1 (it had timed out), ignored"* ]]
+}
+
 @test "make lesson-1 && ./run --help lists the lesson's scenarios" {
     doc_cmd README.md 'make lesson-1 && ./run --help'
     [ "$status" -eq 0 ]
