@@ -71,12 +71,12 @@ struct options {
     bool unlimited; // --duration without --messages: messages until time is up
 };
 
-// A body generator: the text "CONN.MSG " then words, each chosen by 4 bits of a splitmix64
-// stream seeded from (seed, connection, message). Small enough to keep one per connection.
+// A body generator: the text "CONN.MSG ", then text_block from a start drawn from (seed, conn,
+// msg), wrapping at its end (see text_init).
 struct body_gen {
-    uint64_t rng, bits;
-    uint8_t bits_left, len, pos;
-    char pending[24]; // the text being copied out: the number, then one word at a time
+    uint32_t block_pos; // where the text continues in text_block
+    uint8_t len, pos;   // the number in front: pending[pos..len) is still to be copied
+    char pending[24];
 };
 
 static const char *const words[16] = {
@@ -170,60 +170,52 @@ static uint32_t message_size(const struct options *opt, uint32_t conn, uint64_t 
     return (uint32_t)(opt->size_min + message_key(opt, conn, msg, 0x5151) % span);
 }
 
+// Bodies are cut from one block of text, words drawn with the seed, built once. Copying is what
+// keeps loadgen fast enough to measure a server (drawing every word of every body took half of
+// its CPU); the number in front and the drawn start make each body different, so a lost,
+// repeated or misrouted reply still shows, and the words keep --compress meaningful.
+#define TEXT_BLOCK_BYTES 65536u
+static uint8_t text_block[TEXT_BLOCK_BYTES];
+
+static void text_init(uint64_t seed)
+{
+    uint64_t rng = seed ^ 0x746578742d626c6bu;
+    size_t n = 0;
+    while (n < TEXT_BLOCK_BYTES) {
+        uint64_t bits = splitmix64(&rng);
+        for (int i = 0; i < 16 && n < TEXT_BLOCK_BYTES; i++, bits >>= 4) {
+            const char *word = words[bits & 15];
+            size_t len = strlen(word);
+            if (len > TEXT_BLOCK_BYTES - n)
+                len = TEXT_BLOCK_BYTES - n;
+            memcpy(text_block + n, word, len);
+            n += len;
+        }
+    }
+}
+
 static void gen_start(struct body_gen *g, const struct options *opt, uint32_t conn, uint64_t msg)
 {
-    g->rng = message_key(opt, conn, msg, 0);
-    g->bits_left = 0;
+    g->block_pos = (uint32_t)(message_key(opt, conn, msg, 0) % TEXT_BLOCK_BYTES);
     g->pos = 0;
     g->len = (uint8_t)snprintf(g->pending, sizeof g->pending, "%u.%llu ", (unsigned)conn,
                                (unsigned long long)msg);
-}
-
-// Two words at a time, for speed: one byte of the stream picks both, in the same order as two
-// nibbles would. Built once by words_init(), read-only after that.
-struct word_pair {
-    uint8_t len;
-    char text[16]; // at most 14 bytes used: copied as a fixed 16, which the compiler inlines
-};
-static struct word_pair word_pairs[256];
-
-static void words_init(void)
-{
-    for (unsigned b = 0; b < 256; b++) {
-        struct word_pair *p = &word_pairs[b];
-        int len = snprintf(p->text, sizeof p->text, "%s%s", words[b & 15], words[b >> 4]);
-        p->len = (uint8_t)len;
-    }
 }
 
 // The next n bytes of the body. Any split of a body into calls gives the same bytes.
 static void gen_fill(struct body_gen *g, uint8_t *dst, size_t n)
 {
     while (n > 0) {
-        if (g->pos == g->len && g->bits_left == 0) {
-            g->bits = splitmix64(&g->rng);
-            g->bits_left = 64;
+        size_t k;
+        if (g->pos < g->len) {
+            k = (size_t)(g->len - g->pos) < n ? (size_t)(g->len - g->pos) : n;
+            memcpy(dst, g->pending + g->pos, k);
+            g->pos += (uint8_t)k;
+        } else {
+            k = TEXT_BLOCK_BYTES - g->block_pos < n ? TEXT_BLOCK_BYTES - g->block_pos : n;
+            memcpy(dst, text_block + g->block_pos, k);
+            g->block_pos = (uint32_t)((g->block_pos + k) % TEXT_BLOCK_BYTES);
         }
-        if (g->pos == g->len && g->bits_left >= 8 && n >= sizeof word_pairs[0].text) {
-            const struct word_pair *p = &word_pairs[g->bits & 0xff];
-            memcpy(dst, p->text, sizeof p->text); // the bytes past p->len are written again
-            g->bits >>= 8;
-            g->bits_left -= 8;
-            dst += p->len;
-            n -= p->len;
-            continue;
-        }
-        if (g->pos == g->len) {
-            const char *word = words[g->bits & 15];
-            g->bits >>= 4;
-            g->bits_left -= 4;
-            g->len = (uint8_t)strlen(word);
-            memcpy(g->pending, word, g->len);
-            g->pos = 0;
-        }
-        size_t k = (size_t)(g->len - g->pos) < n ? (size_t)(g->len - g->pos) : n;
-        memcpy(dst, g->pending + g->pos, k);
-        g->pos += (uint8_t)k;
         dst += k;
         n -= k;
     }
@@ -1266,7 +1258,7 @@ int main(int argc, char **argv)
     int rc = options_parse(argc, argv, &opt);
     if (rc >= 0)
         return rc;
-    words_init();
+    text_init(opt.seed);
     if (raise_fd_limit() < opt.conns + 64)
         log_line("warning: the open-file limit is below %llu: some connections will fail",
                  (unsigned long long)opt.conns + 64);
