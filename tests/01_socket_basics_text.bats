@@ -265,9 +265,16 @@ server_stopped_with_client() {
     [ "${lines[3]}" = 'end of stream in the middle of message #3 (2 of 4 bytes)' ]
 }
 
-@test "exercise 3 answer: a 64 KB echo chunk still deadlocks" {
+@test "exercise 3 answer: a 64 KB echo chunk still deadlocks once the payload exceeds the four buffers" {
+    # The faster-reading server lets autotuning grow its receive buffer, up to
+    # the tcp_rmem maximum, so 20 MB may fit on a loaded machine (it did once in
+    # CI). More than all four buffers can hold sticks every time, as the answer says.
+    read -r _ rmem_default rmem_max </proc/sys/net/ipv4/tcp_rmem
+    read -r _ _ wmem_max </proc/sys/net/ipv4/tcp_wmem
+    bytes=$((2 * wmem_max + rmem_max + rmem_default + 1048576))
+    grep -qF 'receive autotuning grow its receive buffer' "$ROOT/lessons/$MD"
     start_server server "$(bin $L server)" --port 0 --chunk 65536
-    start_bg client "$(bin $L client)" --port "$PORT" --send-first 20000000
+    start_bg client "$(bin $L client)" --port "$PORT" --send-first "$bytes"
     client=$PID
     # stuck = the client still runs and the queues stop moving for 1 s (bounded: 20 s)
     prev="" stable=0
