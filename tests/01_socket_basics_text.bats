@@ -51,9 +51,10 @@ listen_queue_is() { [ "$(ss -tlnH "sport = :$PORT" | awk '{ print $2 }')" = "$1"
     every_doc_cmd_is_tested 01_socket_basics.md
 }
 
-@test "make lesson-1 && ./run builds a fresh checkout and runs the whole tour" {
+@test "make lesson-1 && ./run builds a fresh checkout and runs the whole tour within 15 s" {
     doc_cmd 01_socket_basics.md 'make lesson-1 && ./run'
     [ "$status" -eq 0 ]
+    [ "$DOC_SECONDS" -le 15 ]
     [[ $output == *"lesson 1 (01_socket_basics) is built: type ./run (or ./run --help)"* ]]
     [[ $output == *'[receiver] recv #1 -> 10 bytes: "helloworld"'* ]]
     [[ $output == *'[receiver] message #1 (5 bytes): "hello"'* ]]

@@ -30,9 +30,13 @@ syn_retransmitted() {
     ss -tnoH state syn-sent "( dport = :$PORT )" | grep -q 'timer:(on,[^,]*,[1-9]'
 }
 
-@test "make lesson-2 && ./run builds the lesson and shows the four outcomes with exit statuses" {
+@test "make lesson-2 && ./run builds the lesson and shows the four outcomes with exit statuses within 15 s" {
     doc_cmd 02_nonblocking_connect.md 'make lesson-2 && ./run'
     [ "$status" -eq 0 ]
+    [ "$DOC_SECONDS" -le 15 ]
+    for r in "connected to" "refused by" "timed out after" "self-connect:"; do
+        [[ $output == *"client: $r"* ]]
+    done
     [[ $output == *"lesson 2 (02_nonblocking_connect) is built"* ]]
     grep -A1 '\[client\] client: connected to 127\.0\.0\.1:' <<<"$output" | grep -q 'exit status 0'
     grep -A1 '\[client\] client: refused by 127\.0\.0\.1:' <<<"$output" | grep -q 'exit status 1'

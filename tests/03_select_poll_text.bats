@@ -35,9 +35,11 @@ fin_and_line_waiting() {
              END { exit !(fin && line) }'
 }
 
-@test "make lesson-3 && ./run builds the lesson and tours clients then fdlimit" {
+@test "make lesson-3 && ./run builds the lesson and tours clients then fdlimit within 15 s" {
     doc_cmd 03_select_poll.md 'make lesson-3 && ./run'
     [ "$status" -eq 0 ]
+    [ "$DOC_SECONDS" -le 15 ]
+    [[ $output == *"[alice] a2"* && $output == *"[bob] b2"* && $output == *"[carol] c2"* ]]
     [[ $output == *"lesson 3 (03_select_poll) is built: type ./run (or ./run --help)"* ]]
     [[ $output == *"-o server server.c loop_select.c loop_poll.c net.c connect.c"* ]]
     [[ $output == *"== Three clients at once, one server thread waiting with poll() (-v traces every event)."* ]]

@@ -84,9 +84,12 @@ python_lz4() {
 
 # ---- lessons/05_framing.md ----
 
-@test "make lesson-5 && ./run builds the lesson and tours sticky, half and errors" {
+@test "make lesson-5 && ./run builds the lesson and tours sticky, half and errors within 15 s" {
     doc_cmd 05_framing.md 'make lesson-5 && ./run'
     [ "$status" -eq 0 ]
+    [ "$DOC_SECONDS" -le 15 ]
+    [[ $output == *"[framed] client: 3 messages sent, 3 replies, all intact"* ]]
+    [[ $output == *"protocol error: bad flags (not 0 or 1)"* ]]
     [[ $output == *"lesson 5 (05_framing) is built: type ./run (or ./run --help)"* ]]
     [[ $output == *'[naive] naive recv #1: 17 bytes: "one\r\ntwo\r\nthree\r\n"'* ]]
     [[ $output == *"[naive] client: 2 messages sent, 8 recv() calls returned them"* ]]

@@ -28,9 +28,11 @@ accepted_bytes() {
     echo "${BASH_REMATCH[1]}"
 }
 
-@test "make lesson-6 && ./run builds the lesson and tours flood, broadcast and stale" {
+@test "make lesson-6 && ./run builds the lesson and tours flood, broadcast and stale within 20 s" {
     doc_cmd 06_send_queue.md 'make lesson-6 && ./run'
     [ "$status" -eq 0 ]
+    [ "$DOC_SECONDS" -le 20 ]
+    [ "$(grep -c 'client: 0 messages sent, 8000 received' <<<"$output")" -eq 2 ]
     [[ $output == *"lesson 6 (06_send_queue) is built: type ./run (or ./run --help)"* ]]
     [[ $output == *"Echo flood: a client sends 256 MB and never reads."* ]]
     grep -qE '\[server\] server: 127\.0\.0\.1:[0-9]+: [0-9]+ bytes queued > high-water 1048576: reading paused$' <<<"$output"

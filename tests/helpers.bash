@@ -145,6 +145,8 @@ cpu_ms() {
 # doc_cmd LESSON_MD 'COMMAND': the command must appear in lessons/LESSON_MD
 # as a "$ COMMAND" line; run it from the repository root, against the build
 # under test, with a 60 s bound. Sets $status and $output like `run`.
+# A make command runs in a fresh copy; for "make ... && REST", DOC_SECONDS is
+# how long REST (the demo, without the build) took, in whole seconds rounded up.
 doc_cmd() {
     local md cmd=$2 lesson
     md=$(doc_path "$1")
@@ -158,7 +160,13 @@ doc_cmd() {
         # run them where a student would, in a fresh copy of the repository
         # (made now unless the test made one already).
         [ -d "$T/fresh" ] || fresh_copy
-        run timeout 120 bash -c "cd '$T/fresh' && $cmd"
+        local timed=$cmd mark='doc_cmd: seconds after the build:'
+        [[ $cmd == *" && "* ]] && timed="${cmd%% && *} && time ${cmd#* && }"
+        run env TIMEFORMAT="$mark %R" timeout 120 bash -c "cd '$T/fresh' && $timed"
+        DOC_SECONDS=$(sed -n "s/^$mark \([0-9.]*\)$/\1/p" <<<"$output" | awk '{ s = int($1); if (s < $1) s++; print s }')
+        output=$(grep -v "^$mark " <<<"$output" || true)
+        lines=()
+        [ -z "$output" ] || mapfile -t lines <<<"$output"
         return
     fi
     run env LESSON="$lesson" BIN_DIR="$BIN_ROOT/$lesson" TOOLS_BIN_DIR="$BIN_ROOT/tools" \

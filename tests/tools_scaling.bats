@@ -94,8 +94,9 @@ is_svg() {
     for t in ttcp scalebench svgplot; do
         [ -x "$ROOT/tools/$t" ] || skip "the normal build is missing tools/$t (make all)"
     done
-    run env SCALE_NS="10 100" SCALE_ROUNDS=300 SCALE_RUNS=3 TTCP_BYTES=1M BENCH_OUT="$T/bench" \
-        timeout 300 "$ROOT/tools/bench"
+    # (the finished-server section has its own test: tools_bench_server.bats)
+    run env SCALE_NS="10 100" SCALE_ROUNDS=300 SCALE_RUNS=3 TTCP_BYTES=1M SYSCALL_ROUNDS=300 \
+        SERVER_BENCH=0 BENCH_OUT="$T/bench" timeout 300 "$ROOT/tools/bench"
     [ "$status" -eq 0 ]
     [[ $output == *"table: $T/bench/scaling.txt"* ]]
     [[ $output == *"plot:  $T/bench/scaling.svg"* ]]
