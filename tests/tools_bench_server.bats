@@ -20,6 +20,10 @@ load helpers
     [ -s "$table" ]
     cmp "$table" "$T/images/server_bench.txt"
     grep -qE '^ +conns +size \| +L7 msg/s +MB/s +p50 us +p99 us +us/msg +lg% \| +L4 msg/s +MB/s +p50 us +p99 us +us/msg +lg% \| +L7/L4$' "$table"
+    grep -qx 'is the run with the median msg/s of 3, the two servers taking turns.' "$table"
+    # three runs per cell and per one-way row, each reported as it ends
+    [ "$(grep -cE 'lesson 7, 100 conns, 16384 B, run [123]: [0-9]+ msg/s' <<<"$output")" -eq 3 ]
+    [ "$(grep -cE 'sink, run [123]: [0-9]+ msg/s' <<<"$output")" -eq 3 ]
     # one row per connection count and size, every cell measured
     [ "$(grep -cE '^ +(1|100|1000) +(16|16384) \| +[0-9]+ +[0-9.]+ +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9]+ \| +[0-9]+ +[0-9.]+ +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9]+ \| +[0-9.]+$' "$table")" -eq 6 ]
     grep -qE '^  lesson 7 echo \(loadgen --mode oneway\) +[0-9.]+ MB/s$' "$table"
@@ -31,4 +35,11 @@ load helpers
     grep -qE '^  ([0-9.]+|n/a) calls per message' "$table"
     # the bench's servers are stopped on the way out
     ! pgrep -f "^$ROOT/tools/sink --port 0" >/dev/null
+}
+
+@test "bench rejects a bad SERVER_BENCH_RUNS with one line and exit 2, before measuring anything" {
+    run env SERVER_BENCH=only SERVER_BENCH_RUNS=0 BENCH_OUT="$T/bench" timeout 20 "$ROOT/tools/bench"
+    [ "$status" -eq 2 ]
+    [ "$output" = "bench: SERVER_BENCH_MESSAGES, _IDLE_CONNS, _HOLD_S, _SYSCALL_MESSAGES and _RUNS want positive numbers, not '0'" ]
+    [ ! -e "$T/bench/server.txt" ]
 }
