@@ -15,7 +15,7 @@ lesson_dir = $(filter $(shell printf %02d $(1))_%,$(LESSONS))
 
 BATS_VERSION := 1.11.1
 
-.PHONY: all help test bench fuzz clean tools sanitize sanitize-thread $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
+.PHONY: all help test bench fuzz mutants clean tools sanitize sanitize-thread $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
 
 all: tools
 	@for d in $(LESSONS); do $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' || exit 1; done
@@ -25,6 +25,7 @@ help:
 	@echo "make all        build every lesson and tool"
 	@echo "make test       build normally and with ASan+UBSan, run every test suite"
 	@echo "make bench      run the benchmarks and print their tables"
+	@echo "make mutants    remove one taught mechanism at a time, expect a red suite (slow; MUTANTS=name)"
 	@echo "make fuzz       run the libFuzzer harnesses (FUZZ_SECONDS=60 each, needs clang)"
 	@echo "make clean      remove everything that was built"
 
@@ -53,6 +54,11 @@ sanitize-thread:
 
 test: all sanitize sanitize-thread
 	@TSAN_ROOT=$(CURDIR)/$(TSAN_DIR) tests/run_suites --bats-version $(BATS_VERSION) --bin $(SAN_DIR) $(SUITE)
+
+# mutants: every mutant in tests/mutants must turn its suites red (tests/run_mutants).
+MUTANT_JOBS ?= 2
+mutants: all sanitize sanitize-thread
+	@tests/run_mutants --jobs $(MUTANT_JOBS) $(MUTANTS)
 
 bench: all
 	@tools/bench

@@ -40,7 +40,8 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     for d in $(lesson_dirs); do
         run make -j2 -C "$T/fresh/$d" CC=clang
         [ "$status" -eq 0 ] || { echo "$output"; false; }
-        [ -x "$T/fresh/$d/server" ] && [ -x "$T/fresh/$d/client" ]
+        [ -x "$T/fresh/$d/server" ]
+        [ -x "$T/fresh/$d/client" ]
     done
 }
 
@@ -116,4 +117,60 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
         grep -qF -- "doc_cmd README.md '$cmd'" "$ROOT"/tests/*.bats || { echo "untested: $cmd"; missing=1; }
     done < <(doc_commands README.md)
     [ "$missing" -eq 0 ]
+}
+
+# ---- checks that can fail ----
+
+# planted_checks FILE: a suite with each kind of check that cannot fail,
+# next to the live forms of the same checks.
+planted_checks() {
+    cat >"$1" <<'PLANTED'
+@test "planted" {
+    a=1 b=2
+    [ "$a" -eq 2 ] && [ "$b" -eq 2 ]
+    v=$(false) && [ "$v" -eq 2 ]
+    ! grep -q . <<<"x"
+    for i in 1 2; do
+        [ "$i" -eq 2 ] && [ "$b" -eq 2 ]
+    done
+    [ "$a" -eq 1 ] || { [ "$b" -eq 2 ] && [ "$a" -eq 2 ]; }
+    [ -z "$a" ] && return
+    [ "$a" -gt 0 ] && count=$((count + 1))
+    awk 'BEGIN { exit !(1 && 1) }'
+    [[ $a == 1 && $b == 2 ]]
+    live() {
+        [ "$a" -eq 1 ] && [ "$b" -eq 2 ]
+    }
+    [ "$a" -eq 1 ] && [ "$b" -eq 2 ]
+}
+PLANTED
+}
+
+@test "a check before the last one in an && list, or a bare !, cannot fail a bats test (why the lint exists)" {
+    planted_checks "$T/planted.bats"
+    # the first check on lines 3, 4 and 7 (when i is 1) is false, and line 5's
+    # grep succeeds, yet the test passes
+    run bats --tap "$T/planted.bats"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "${lines[1]}" = "ok 1 planted" ]
+}
+
+@test "the assertion lint flags each planted check that cannot fail, and nothing else" {
+    planted_checks "$T/planted.bats"
+    run "$ROOT/tests/lint_assertions" "$T/planted.bats"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [ "${#lines[@]}" -eq 4 ]
+    [[ ${lines[0]} == "$T/planted.bats:3: && list of checks "*': [ "$a" -eq 2 ] && [ "$b" -eq 2 ]' ]]
+    [[ ${lines[1]} == "$T/planted.bats:4: && list of checks "*': v=$(false) && [ "$v" -eq 2 ]' ]]
+    [[ ${lines[2]} == "$T/planted.bats:5: bare ! mid-body checks nothing "*': ! grep -q . <<<"x"' ]]
+    [[ ${lines[3]} == "$T/planted.bats:7: && list of checks "*': [ "$i" -eq 2 ] && [ "$b" -eq 2 ]' ]]
+}
+
+@test "every check in the test suites can fail: the assertion lint passes on tests/" {
+    run "$ROOT/tests/lint_assertions" "$ROOT"/tests/*.bats "$ROOT/tests/helpers.bash"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
 }

@@ -32,7 +32,7 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
     printf 'two\n' >"$T/two"
     start_bg second "$(bin $L client)" --port "$PORT" <"$T/two"
     second=$PID
-    sleep 0.5 # the second client is connected (in the listen queue) but not served
+    sleep 0.5 # a window in which nothing may happen: the second client waits in the listen queue
     [ ! -s "$T/second.out" ]
     exec 5>&- # the first client's input ends: it half-closes and leaves
     wait_exit "$first" 10
@@ -169,7 +169,7 @@ restart_with_time_wait() {
     pid=$(sed -n 's/.*stuck: client pid \([0-9]*\).*/\1/p' <<<"$output")
     [ "$(grep -cE '^   127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:[0-9]+ +[0-9]+ +[1-9][0-9]{5,}$' <<<"$output")" -eq 2 ]
     [[ $output == *"[client2] still alive"* ]]
-    ! kill -0 "$pid" 2>/dev/null
+    refute kill -0 "$pid" 2>/dev/null
 }
 
 @test "ttcp prints a throughput table for every message length and the stream ceiling" {
@@ -182,5 +182,5 @@ restart_with_time_wait() {
     done
     grep -qE '^ *stream +- +[0-9]+\.[0-9]{3} +[0-9]+\.[0-9]{2}$' <<<"$output"
     # throughput must be a real measurement, never zero
-    ! grep -qE ' 0\.00$' <<<"$output"
+    refute grep -qE ' 0\.00$' <<<"$output"
 }

@@ -219,7 +219,8 @@ server_stopped_with_client() {
         [ "$sendq" -ge $((wmem_max / 2)) ]
         if [ "${local##*:}" != "$port" ]; then
             # the client never reads: its receive buffer never grew
-            [ "$recvq" -gt 0 ] && [ "$recvq" -le "$rmem_default" ]
+            [ "$recvq" -gt 0 ]
+            [ "$recvq" -le "$rmem_default" ]
         fi
     done < <(grep -E '^   127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:[0-9]+ +[0-9]+ +[0-9]+$' <<<"$out")
     [ "$rows" -eq 2 ]
@@ -288,7 +289,7 @@ server_stopped_with_client() {
         [ "$stable" -ge 5 ] && break
     done
     [ "$stable" -ge 5 ]
-    ! grep -q 'everything sent' "$T/client.err"
+    refute grep -q 'everything sent' "$T/client.err"
 }
 
 @test "exercise 6 answer: SO_REUSEADDR on the restart alone does not beat TIME_WAIT" {

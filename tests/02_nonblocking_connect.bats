@@ -6,8 +6,6 @@ load helpers
 
 L=02_nonblocking_connect
 
-client() { "$(bin $L client)" "$@"; }
-
 # A port nobody listens on: a server's port, after the server stopped.
 closed_port() {
     start_server gone "$(bin $L server)" --port 0
@@ -46,7 +44,8 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
     reported=${BASH_REMATCH[1]}
-    [ "$reported" -ge 300 ] && [ "$reported" -le 900 ]
+    [ "$reported" -ge 300 ]
+    [ "$reported" -le 900 ]
     [ "$took" -ge 300 ] && [ "$took" -le 900 ]
 }
 
@@ -104,11 +103,14 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 @test "bad --timeout, --retry and --wait values get a one-line error and exit 2" {
     run client --port 1 --timeout 0
-    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants a number in 1..3600000, not '0'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --timeout wants a number in 1..3600000, not '0'" ]
     run client --port 1 --timeout 5x
-    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout wants a number in 1..3600000, not '5x'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --timeout wants a number in 1..3600000, not '5x'" ]
     run client --port 1 --retry -1
-    [ "$status" -eq 2 ] && [ "$output" = "client: --retry wants a number in 0..100, not '-1'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --retry wants a number in 0..100, not '-1'" ]
     run client --port 1 --wait epoll
     [ "$status" -eq 2 ] && [ "$output" = "client: --wait wants poll or select" ]
 }

@@ -42,7 +42,8 @@ syn_retransmitted() {
     grep -A1 '\[client\] client: refused by 127\.0\.0\.1:' <<<"$output" | grep -q 'exit status 1'
     grep -A1 '\[client\] client: timed out after [0-9]*\.[0-9] ms' <<<"$output" | grep -q 'exit status 1'
     [[ $output =~ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms ]]
-    [ "${BASH_REMATCH[1]}" -ge 900 ] && [ "${BASH_REMATCH[1]}" -le 1500 ]
+    [ "${BASH_REMATCH[1]}" -ge 900 ]
+    [ "${BASH_REMATCH[1]}" -le 1500 ]
     [ "$(grep -A1 'is connected to itself' <<<"$output" | grep -c 'exit status 1')" -eq 2 ]
 }
 

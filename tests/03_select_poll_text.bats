@@ -64,7 +64,7 @@ fin_and_line_waiting() {
     [[ $output == *"== Three clients at once, one server thread waiting with select() (-v traces every event)."* ]]
     grep -qxF "   Each client's lines came back while the others were still connected: one thread," <<<"$output"
     grep -qxF "   many clients. Lesson 1's server would have served alice to the end, then bob..." <<<"$output"
-    ! grep -q 'refused' <<<"$output"
+    refute grep -q 'refused' <<<"$output"
 }
 
 @test "./run fdsetsize: the select server refuses the connection that got fd 1024" {

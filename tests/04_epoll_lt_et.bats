@@ -120,6 +120,7 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
 
 @test "under ulimit -n 16 extra clients are closed cleanly and newcomers served later" {
     start_server server bash -c 'ulimit -n 16 && for fd in $(seq 3 15); do eval "exec $fd>&-"; done; exec "$0" "$@"' "$(bin $L server)" --mode et --port 0
+    base=$(open_fds "$PID")
     fds=()
     for i in $(seq 30); do
         exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
@@ -127,7 +128,7 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     done
     wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
     for fd in "${fds[@]}"; do exec {fd}>&-; done
-    sleep 0.3
+    wait_until 10 fds_back_to "$PID" "$base" # the server has closed every one it had
     exec {n}<>"/dev/tcp/127.0.0.1/$PORT"
     echo_on "$n" newcomer
 }

@@ -63,7 +63,7 @@ event_after_all_sent() {
     [ "$(grep -cE 'server: recv fd=[0-9]+ -> 928 bytes$' <<<"$lt")" -eq 1 ]
     [ "$(grep -cE 'server: recv fd=[0-9]+ -> 1 bytes$' <<<"$lt")" -eq 1 ]
     grep -qE 'server: recv fd=[0-9]+ -> 0 bytes: 127\.0\.0\.1:[0-9]+ closed its side$' <<<"$lt"
-    ! grep -q 'drained' <<<"$lt"
+    refute grep -q 'drained' <<<"$lt"
 }
 
 @test "./run modes: et gets one event per write and reads until EAGAIN (5 reads, then 2)" {
@@ -85,7 +85,7 @@ event_after_all_sent() {
     grep -qE 'server: epoll: fd=[0-9]+ EPOLLIN EPOLLRDHUP$' <<<"$broken"
     grep -qE 'server: epoll: fd=[0-9]+ EPOLLIN EPOLLRDHUP EPOLLHUP EPOLLERR$' <<<"$broken"
     grep -qE 'server: 127\.0\.0\.1:[0-9]+: Broken pipe$' <<<"$broken"
-    ! grep -q 'drained' <<<"$broken"
+    refute grep -q 'drained' <<<"$broken"
 }
 
 @test "./run server --mode et -v and the slow reader: EPOLLOUT on, all sent, then the MOD reports waiting data" {
@@ -114,7 +114,7 @@ event_after_all_sent() {
     [ "$output" = 20000000 ]
     grep -qE '^server: fd=[0-9]+: EAGAIN: EPOLLOUT on$' "$T/srv.err"
     grep -qE '^server: fd=[0-9]+: all sent: EPOLLIN on$' "$T/srv.err"
-    ! grep -q 'drained' "$T/srv.err"
+    refute grep -q 'drained' "$T/srv.err"
 }
 
 @test "./run server --mode et-no-drain --read-bytes 1024 -v, as the text starts it, reads once per event" {
@@ -131,7 +131,7 @@ event_after_all_sent() {
     before_fin=$(sed '/EPOLLRDHUP/,$d' "$T/srv.err")
     [ "$(grep -cE '^server: epoll: fd=[0-9]+ EPOLLIN$' <<<"$before_fin")" -eq 1 ]
     [ "$(grep -cE '^server: recv fd=[0-9]+ -> 1024 bytes$' <<<"$before_fin")" -eq 1 ]
-    ! grep -q 'drained' "$T/srv.err"
+    refute grep -q 'drained' "$T/srv.err"
 }
 
 @test "the burst client against the broken server: 1024 back, the nudge buys 1024 more" {
@@ -150,13 +150,16 @@ event_after_all_sent() {
     # one 1024-byte read per edge: usually one edge, sometimes a few
     [[ ${lines[1]} =~ ^burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back$ ]]
     back=${BASH_REMATCH[1]}
-    [ "$back" -ge 1024 ] && [ "$back" -le 16384 ] && [ $((back % 1024)) -eq 0 ]
+    [ "$back" -ge 1024 ]
+    [ "$back" -le 16384 ]
+    [ $((back % 1024)) -eq 0 ]
     [ "${lines[2]}" = "nudge: sent 1 more byte, 0 more came back ($back of 1048577 in all)" ]
     doc_cmd 04_epoll_lt_et.md 'ss -tn "( sport = :$PORT or dport = :$PORT )"'
     [ "$status" -eq 0 ]
     recvq=$(awk -v me="127.0.0.1:$PORT" '$1 == "ESTAB" && $4 == me { print $2 }' <<<"$output")
     sendq=$(awk -v me="127.0.0.1:$PORT" '$1 == "FIN-WAIT-1" && $5 == me { print $3 }' <<<"$output")
-    [ -n "$recvq" ] && [ -n "$sendq" ]
+    [ -n "$recvq" ]
+    [ -n "$sendq" ]
     [ "$recvq" -gt 0 ]
     # the megabyte + the nudge byte + the FIN's sequence number
     [ $((back + recvq + sendq)) -eq 1048578 ]
@@ -169,7 +172,8 @@ event_after_all_sent() {
     # The nudge usually brings nothing back (the stranded bytes have closed the receive
     # window); under load a window update can let one more edge through. Most bytes stay stuck.
     [[ $output =~ burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back\ nudge:\ sent\ 1\ more\ byte,\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\) ]]
-    [ "${BASH_REMATCH[1]}" -lt 1048576 ] && [ "${BASH_REMATCH[2]}" -lt 524288 ]
+    [ "${BASH_REMATCH[1]}" -lt 1048576 ]
+    [ "${BASH_REMATCH[2]}" -lt 524288 ]
     # lt and et closed their connection; et-no-drain usually never saw the FIN (1 open),
     # but a late echo that reaches the client after it stopped reading makes its close a
     # reset, which the server does see (0 open). The text says both.

@@ -7,8 +7,6 @@ load helpers
 L=05_framing
 Z16='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 
-client() { timeout 120 "$(bin $L client)" "$@"; }
-
 # proxy ARGS...: a chunkproxy in front of the server on $PORT; sets PPORT.
 proxy() {
     local server_port=$PORT
@@ -166,7 +164,8 @@ bad_frame() {
         printf "\x00\x00\xa0\x00\x00\x00\x00\x00\x00${Z16}0123456789" >&"$fd"
         fds+=("$fd")
     done
-    sleep 0.5
+    # the server has accepted all 50 and read every byte they sent
+    wait_until 10 server_read_all "$PORT" 50
     after=$(vmdata "$PID")
     echo "VmData before $before kB, after $after kB"
     [ $((after - before)) -lt 51200 ] # 50 x 10 MiB would be 512000 kB
@@ -216,7 +215,7 @@ bad_frame() {
     run client --port "$PORT" --body-bytes 10485760 --repeat 3 --one-write --quiet
     [ "$status" -eq 0 ]
     [[ $output == *"client: 3 messages sent, 3 replies, all intact"* ]]
-    ! grep -q 'No buffer space' "$T/server.err"
+    refute grep -q 'No buffer space' "$T/server.err"
 }
 
 @test "an incompressible 10 MiB body with --compress round-trips within the protocol's limits" {
@@ -224,5 +223,5 @@ bad_frame() {
     run client --port "$PORT" --compress --body-bytes 10485760 --pattern random --quiet
     [ "$status" -eq 0 ]
     [[ $output == *"client: 1 message sent, 1 reply, all intact"* ]]
-    ! grep -q 'protocol error' "$T/server.err"
+    refute grep -q 'protocol error' "$T/server.err"
 }

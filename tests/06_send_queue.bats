@@ -7,9 +7,6 @@ load helpers
 
 L=06_send_queue
 
-client() { timeout 120 "$(bin $L client)" "$@"; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-
 partial_writes() {
     # A 4 KiB send buffer makes nearly every reply a partial write; the
     # reader takes 16 MB/s in small token-bucket steps.
@@ -80,12 +77,13 @@ partial_writes() {
     start_server server "$ROOT/$L/server" --service broadcast --port 0
     server=$PID
     base=$(rss_kb "$server")
+    base_fds=$(open_fds "$server")
     start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
-    sleep 0.3
+    wait_until 10 fds_back_to "$server" $((base_fds + 1)) # the member is accepted
     run client --port "$PORT" --expect 0 --quiet --body-bytes 4096 --repeat 3000
     [ "$status" -eq 0 ]
     wait_until 10 grep -q 'closed: output cap' "$T/server.err"
-    sleep 0.3
+    wait_until 10 fds_back_to "$server" "$base_fds" # the member is closed and freed
     after=$(rss_kb "$server")
     echo "server VmRSS: baseline $base kB, after the cap closed the member $after kB"
     [ $((after - base)) -lt 3072 ] # the 2 MiB queue was freed (glibc may keep a little)
@@ -123,7 +121,7 @@ partial_writes() {
     start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2048 --size 4096 --read-for 10
     wait_until 10 grep -q 'reading paused' "$T/server.err"
     before=$(cpu_ms "$server")
-    sleep 2
+    sleep 2 # a measurement window: a server spinning on EPOLLOUT would burn it
     spent=$(($(cpu_ms "$server") - before))
     echo "server CPU over 2 s with a stuck reader: $spent ms"
     [ "$spent" -lt 100 ]
@@ -183,9 +181,11 @@ fairness() {
 
 @test "bad --service, --threads and watermark values get a one-line error and exit 2" {
     run "$(bin $L server)" --service chat
-    [ "$status" -eq 2 ] && [ "$output" = "server: --service wants echo or broadcast, not 'chat'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --service wants echo or broadcast, not 'chat'" ]
     run "$(bin $L server)" --low-water 2000 --high-water 1000
-    [ "$status" -eq 2 ] && [ "$output" = "server: --low-water must be below --high-water" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --low-water must be below --high-water" ]
     run "$(bin $L server)" --service broadcast --threads 2
     [ "$status" -eq 2 ] && [ "$output" = "server: --threads works with --service echo only" ]
 }

@@ -46,17 +46,20 @@ accepted_bytes() {
     [[ $output =~ \[server\]\ server:\ 127\.0\.0\.1:[0-9]+:\ ([0-9]+)\ bytes\ queued\ \>\ high-water\ 1048576:\ reading\ paused ]]
     queued=${BASH_REMATCH[1]}
     # the high-water mark plus at most one 64 KiB message
-    [ "$queued" -gt 1048576 ] && [ "$queued" -le $((1048576 + 65561)) ]
+    [ "$queued" -gt 1048576 ]
+    [ "$queued" -le $((1048576 + 65561)) ]
     [[ $output == *"[reader] slowreader: never read; still open after 3.0 s"* ]]
     # far more than any SO_SNDBUF default, far less than the 256 MiB it tried
     bytes=$(accepted_bytes)
-    [ "$bytes" -gt 2000000 ] && [ "$bytes" -lt 268435456 ]
+    [ "$bytes" -gt 2000000 ]
+    [ "$bytes" -lt 268435456 ]
     # flat: the RSS after 2500 ms is within 2 MB of the RSS after 500 ms
     first=$(sed -n 's/.*server RSS after 500 ms: \([0-9]*\) kB$/\1/p' <<<"$output")
     last=$(sed -n 's/.*server RSS after 2500 ms: \([0-9]*\) kB$/\1/p' <<<"$output")
-    [ -n "$first" ] && [ -n "$last" ]
+    [ -n "$first" ]
+    [ -n "$last" ]
     [ $((last - first)) -lt 2048 ]
-    ! grep -q 'closed: output cap' <<<"$output"
+    refute grep -q 'closed: output cap' <<<"$output"
 }
 
 @test "./run server --port 0, as the text starts it, and the flood: slowreader's bytes are in six places" {
@@ -70,13 +73,17 @@ accepted_bytes() {
     [[ $output == *"slowreader: never read; still open after 3.0 s"* ]]
     bytes=$(accepted_bytes)
     srq=$(server_recvq) ssq=$(server_sendq) crq=$(client_recvq) csq=$(client_sendq)
-    [ -n "$srq" ] && [ -n "$ssq" ] && [ -n "$crq" ] && [ -n "$csq" ]
+    [ -n "$srq" ]
+    [ -n "$ssq" ]
+    [ -n "$crq" ]
+    [ -n "$csq" ]
     # The server's own send buffer grew far past its 16 KiB default.
     [ "$ssq" -gt 65536 ]
     # What is in none of the kernel queues is in the server's c->out and c->in:
     # the high-water mark and a little more.
     in_server=$((bytes - srq - ssq - crq - csq))
-    [ "$in_server" -gt 1048576 ] && [ "$in_server" -lt $((2 * 1048576)) ]
+    [ "$in_server" -gt 1048576 ]
+    [ "$in_server" -lt $((2 * 1048576)) ]
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: [0-9]+ bytes queued > high-water 1048576: reading paused$' "$T/srv.err"
 }
 
@@ -90,9 +97,12 @@ accepted_bytes() {
     [ "$status" -eq 0 ]
     bytes=$(accepted_bytes)
     srq=$(server_recvq) ssq=$(server_sendq) crq=$(client_recvq) csq=$(client_sendq)
-    [ -n "$ssq" ] && [ "$ssq" -gt 0 ] && [ "$ssq" -le 8192 ]
+    [ -n "$ssq" ]
+    [ "$ssq" -gt 0 ]
+    [ "$ssq" -le 8192 ]
     in_server=$((bytes - srq - ssq - crq - csq))
-    [ "$in_server" -gt 1048576 ] && [ "$in_server" -lt $((2 * 1048576)) ]
+    [ "$in_server" -gt 1048576 ]
+    [ "$in_server" -lt $((2 * 1048576)) ]
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: [0-9]+ bytes queued > high-water 1048576: reading paused$' "$T/srv.err"
 }
 
@@ -103,7 +113,8 @@ accepted_bytes() {
     [[ $output =~ closed:\ output\ cap\ \(([0-9]+)\ bytes\ queued ]]
     q=${BASH_REMATCH[1]}
     # queued + the next message would pass 2 MiB; queued alone did not
-    [ "$q" -le 2097152 ] && [ $((q + 1049)) -gt 2097152 ]
+    [ "$q" -le 2097152 ]
+    [ $((q + 1049)) -gt 2097152 ]
     [[ $output == *"[sender] client: 8000 messages sent, 0 received"* ]]
     [[ $output == *"[alice] client: 0 messages sent, 8000 received"* ]]
     [[ $output == *"[bob] client: 0 messages sent, 8000 received"* ]]
@@ -114,9 +125,10 @@ accepted_bytes() {
     [ "$status" -eq 0 ]
     [[ $output =~ closed:\ stale\ output\ \([0-9]+\ bytes\ queued,\ no\ progress\ for\ ([0-9]+)\ ms\) ]]
     ms=${BASH_REMATCH[1]}
-    [ "$ms" -gt 1000 ] && [ "$ms" -lt 10000 ] # the limit is a floor; a loaded machine only adds
+    [ "$ms" -gt 1000 ] # the limit is a floor; a loaded machine only adds
+    [ "$ms" -lt 10000 ]
     grep -qE '\[reader\] slowreader: never read; server closed the connection after [0-9.]+ s$' <<<"$output"
-    ! grep -q 'closed: output cap' <<<"$output"
+    refute grep -q 'closed: output cap' <<<"$output"
 }
 
 @test "./run nagle: 20 intact round trips each way; about 40 ms each with Nagle, next to nothing without" {

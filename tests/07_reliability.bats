@@ -38,39 +38,16 @@ teardown() {
 
 # ---- helpers ----
 
-# stats PID: ask the server for its counters (SIGUSR1) and print the new line.
-stats() {
-    local before
-    before=$(grep -c '^stats on SIGUSR1' "$T/server.out") || true # grep -c: status 1 on 0
-    kill -USR1 "$1"
-    wait_until 10 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$T/server.out') -gt $before ]" ||
-        { echo "no stats line within 10 s of SIGUSR1" >&2; return 1; }
-    grep '^stats on SIGUSR1' "$T/server.out" | tail -n 1
-}
-
-# stat NAME LINE: one counter from a stats line.
-stat() {
-    local re="(^| )$1=([0-9]+)( |$)"
-    [[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
-}
-
 # counter_ge NAME N: the server's counter NAME is at least N now (for wait_until).
 counter_ge() {
     local v
-    v=$(stat "$1" "$(stats "$SERVER")") && [ "$v" -ge "$2" ]
+    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -ge "$2" ]
 }
 
 # counter_is NAME N: the server's counter NAME is exactly N now.
 counter_is() {
     local v
-    v=$(stat "$1" "$(stats "$SERVER")") && [ "$v" -eq "$2" ]
-}
-
-# field KEY TEXT: the value of KEY= in the 'result ...' line of a loadgen output.
-field() {
-    local line re="(^| )$1=([^ ]+)( |$)"
-    line=$(grep -m1 '^result ' <<<"$2") || return 1
-    [[ $line =~ $re ]] && echo "${BASH_REMATCH[2]}"
+    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -eq "$2" ]
 }
 
 # loadgen_clean PID NAME: wait for a loadgen started as start_bg NAME; it must
@@ -87,13 +64,9 @@ loadgen_clean() {
 # invariant LINE: msgs_queued = msgs_sent + msgs_dropped + msgs_pending.
 invariant() {
     local q s d p
-    q=$(stat msgs_queued "$1") s=$(stat msgs_sent "$1") d=$(stat msgs_dropped "$1") p=$(stat msgs_pending "$1")
+    q=$(counter msgs_queued "$1") s=$(counter msgs_sent "$1") d=$(counter msgs_dropped "$1") p=$(counter msgs_pending "$1")
     [ "$q" -eq $((s + d + p)) ] || { echo "queued $q != sent $s + dropped $d + pending $p"; return 1; }
 }
-
-open_fds() { ls "/proc/$1/fd" | wc -l; }
-fds_back_to() { [ "$(open_fds "$1")" -eq "$2" ]; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # need_fds N: skip unless this machine lets a process open N descriptors.
 need_fds() {
@@ -155,19 +128,24 @@ badpeer() { "$(bin tools badpeer)" "$@"; }
         --messages 3 --via-proxy 'random:1-3000' --seed 42 --timeout 100
     echo "$output"
     [ "$status" -eq 0 ]
-    [ "$(field conns "$output")" -eq 1000 ] && [ "$(field messages "$output")" -eq 3000 ]
-    [ "$(field errors "$output")" -eq 0 ] && [ "$(field mismatches "$output")" -eq 0 ]
+    [ "$(field conns "$output")" -eq 1000 ]
+    [ "$(field messages "$output")" -eq 3000 ]
+    [ "$(field errors "$output")" -eq 0 ]
+    [ "$(field mismatches "$output")" -eq 0 ]
     bytes=$(field bytes "$output")
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "$line"
-    [ "$(stat accepted "$line")" -eq 1000 ] && [ "$(stat closed_peer "$line")" -eq 1000 ]
-    [ "$(stat msgs_in "$line")" -eq 3000 ] && [ "$(stat msgs_queued "$line")" -eq 3000 ]
-    [ "$(stat msgs_sent "$line")" -eq 3000 ] && [ "$(stat msgs_dropped "$line")" -eq 0 ]
-    [ "$(stat msgs_pending "$line")" -eq 0 ]
+    [ "$(counter accepted "$line")" -eq 1000 ]
+    [ "$(counter closed_peer "$line")" -eq 1000 ]
+    [ "$(counter msgs_in "$line")" -eq 3000 ]
+    [ "$(counter msgs_queued "$line")" -eq 3000 ]
+    [ "$(counter msgs_sent "$line")" -eq 3000 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter msgs_pending "$line")" -eq 0 ]
     # bodies plus one 25-byte header per message, each way
-    [ "$(stat bytes_in "$line")" -eq $((bytes + 3000 * 25)) ]
-    [ "$(stat bytes_out "$line")" -eq $((bytes + 3000 * 25)) ]
+    [ "$(counter bytes_in "$line")" -eq $((bytes + 3000 * 25)) ]
+    [ "$(counter bytes_out "$line")" -eq $((bytes + 3000 * 25)) ]
     kill -0 "$SERVER"
     fds_at_baseline
 }
@@ -203,10 +181,12 @@ sweep() {
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: idle for 500 ms: closing$' "$T/server.err"
     run timeout 60 "${WITH_FDS[@]}" "$(bin tools badpeer)" --port "$PORT" abandon --count 2000 --wait-ms 30000
     echo "$output"
-    [ "$status" -eq 0 ] && [ "$output" = "badpeer: abandon: opened and abandoned 2000 connections" ]
+    [ "$status" -eq 0 ]
+    [ "$output" = "badpeer: abandon: opened and abandoned 2000 connections" ]
     run timeout 20 "$(bin tools badpeer)" --port "$PORT" rst-mid-frame
     echo "$output"
-    [ "$status" -eq 0 ] && [ "$output" = "badpeer: rst-mid-frame: sent 525 bytes, then reset" ]
+    [ "$status" -eq 0 ]
+    [ "$output" = "badpeer: rst-mid-frame: sent 525 bytes, then reset" ]
     run timeout 20 "$(bin tools badpeer)" --port "$PORT" half-close-mid-frame
     echo "$output"
     [ "$status" -eq 0 ]
@@ -222,21 +202,23 @@ sweep() {
     echo "$LINE"
     kill -0 "$SERVER"
     # 10 loadgen + 7 protocol + trickle + 2000 abandoned + rst + half-close
-    [ "$(stat accepted "$LINE")" -eq 2020 ] && [ "$(stat refused "$LINE")" -eq 0 ]
-    [ "$(stat closed_protocol "$LINE")" -eq 7 ]
-    [ "$(stat closed_error "$LINE")" -eq 1 ] # the RST
+    [ "$(counter accepted "$LINE")" -eq 2020 ]
+    [ "$(counter refused "$LINE")" -eq 0 ]
+    [ "$(counter closed_protocol "$LINE")" -eq 7 ]
+    [ "$(counter closed_error "$LINE")" -eq 1 ] # the RST
     # loadgen, abandon and half-close end as 'peer'; the trickle (and any abandoned
     # connection the loaded machine left quiet for 500 ms before its FIN) as 'idle'
-    [ "$(stat closed_idle "$LINE")" -ge 1 ]
-    [ $(($(stat closed_peer "$LINE") + $(stat closed_idle "$LINE"))) -eq 2012 ]
+    [ "$(counter closed_idle "$LINE")" -ge 1 ]
+    [ $(($(counter closed_peer "$LINE") + $(counter closed_idle "$LINE"))) -eq 2012 ]
     for r in frame_timeout output_cap stale stop stop_deadline linger_timeout; do
-        [ "$(stat "closed_$r" "$LINE")" -eq 0 ] || { echo "closed_$r is not 0"; false; }
+        [ "$(counter "closed_$r" "$LINE")" -eq 0 ] || { echo "closed_$r is not 0"; false; }
     done
     # every message decoded was answered: loadgen's, and the valid one each protocol badpeer sends first
-    [ "$(stat msgs_in "$LINE")" -eq $(($(field messages "$LOAD_OUTPUT") + 7)) ]
-    [ "$(stat msgs_sent "$LINE")" -eq "$(stat msgs_in "$LINE")" ]
-    [ "$(stat msgs_queued "$LINE")" -eq "$(stat msgs_in "$LINE")" ]
-    [ "$(stat msgs_dropped "$LINE")" -eq 0 ] && [ "$(stat msgs_pending "$LINE")" -eq 0 ]
+    [ "$(counter msgs_in "$LINE")" -eq $(($(field messages "$LOAD_OUTPUT") + 7)) ]
+    [ "$(counter msgs_sent "$LINE")" -eq "$(counter msgs_in "$LINE")" ]
+    [ "$(counter msgs_queued "$LINE")" -eq "$(counter msgs_in "$LINE")" ]
+    [ "$(counter msgs_dropped "$LINE")" -eq 0 ]
+    [ "$(counter msgs_pending "$LINE")" -eq 0 ]
     [ "$(grep -c 'protocol error' "$T/server.err")" -eq 7 ]
     fds_at_baseline
 }
@@ -264,11 +246,12 @@ sweep() {
     [ "${BASH_REMATCH[1]}" -ge 2500 ]
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: a message took over 3000 ms \([0-9]+ bytes of it so far\)$' \
         "$T/server.err"
-    ! grep -q 'idle for' "$T/server.err"
+    refute grep -q 'idle for' "$T/server.err"
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "$line"
-    [ "$(stat closed_frame_timeout "$line")" -eq 1 ] && [ "$(stat closed_idle "$line")" -eq 0 ]
+    [ "$(counter closed_frame_timeout "$line")" -eq 1 ]
+    [ "$(counter closed_idle "$line")" -eq 0 ]
     fds_at_baseline
 }
 
@@ -279,26 +262,30 @@ sweep() {
     start_bg storm "$(bin tools badpeer)" signal-storm --pid "$SERVER" --signal USR2 --rate 1000 --for-ms 120000
     storm=$PID
     wait_until 10 counter_ge usr2 1
-    before=$(stat usr2 "$(stats "$SERVER")")
+    before=$(counter usr2 "$(stats "$SERVER")")
     run timeout 120 "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 1 --size 65536 \
         --messages 1600 --timeout 100
     echo "$output"
-    after=$(stat usr2 "$(stats "$SERVER")")
+    after=$(counter usr2 "$(stats "$SERVER")")
     kill -0 "$storm" # the storm covered the whole echo
     kill "$storm"
     wait "$storm" || true
     echo "SIGUSR2 handled: $before before the echo, $after after"
     [ "$status" -eq 0 ]
-    [ "$(field messages "$output")" -eq 1600 ] && [ "$(field bytes "$output")" -eq $((1600 * 65536)) ]
-    [ "$(field errors "$output")" -eq 0 ] && [ "$(field mismatches "$output")" -eq 0 ]
+    [ "$(field messages "$output")" -eq 1600 ]
+    [ "$(field bytes "$output")" -eq $((1600 * 65536)) ]
+    [ "$(field errors "$output")" -eq 0 ]
+    [ "$(field mismatches "$output")" -eq 0 ]
     [ "$(field closed_by_server "$output")" -eq 0 ]
     [ "$after" -gt "$before" ]
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "$line"
-    [ "$(stat msgs_in "$line")" -eq 1600 ] && [ "$(stat msgs_sent "$line")" -eq 1600 ]
-    [ "$(stat msgs_dropped "$line")" -eq 0 ] && [ "$(stat closed_error "$line")" -eq 0 ]
-    [ "$(stat closed_peer "$line")" -eq 1 ]
+    [ "$(counter msgs_in "$line")" -eq 1600 ]
+    [ "$(counter msgs_sent "$line")" -eq 1600 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+    [ "$(counter closed_peer "$line")" -eq 1 ]
     fds_at_baseline
 }
 
@@ -312,7 +299,7 @@ sweep() {
         start_bg "flood$i" "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 2 \
             --size 1-65536 --duration 60 --seed "$i"
         flood=$PID
-        target=$(($(stat msgs_in "$(stats "$SERVER")") + 300))
+        target=$(($(counter msgs_in "$(stats "$SERVER")") + 300))
         wait_until 20 counter_ge msgs_in "$target"
         { kill -KILL "$flood" && wait "$flood"; } 2>/dev/null || true
     done
@@ -325,23 +312,23 @@ sweep() {
     line=$(stats "$SERVER")
     echo "mid-run: $line"
     invariant "$line"
-    [ "$(stat msgs_pending "$line")" -gt 0 ] # the invariant's third term is exercised
+    [ "$(counter msgs_pending "$line")" -gt 0 ] # the invariant's third term is exercised
     { kill -KILL "$lazy1" "$lazy2" && wait "$lazy1" "$lazy2"; } 2>/dev/null || true
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "all gone: $line"
     invariant "$line"
-    [ "$(stat msgs_pending "$line")" -eq 0 ]
-    [ "$(stat msgs_dropped "$line")" -gt 0 ]
-    [ "$(stat msgs_queued "$line")" -eq "$(stat msgs_in "$line")" ] # echo: one reply per message
+    [ "$(counter msgs_pending "$line")" -eq 0 ]
+    [ "$(counter msgs_dropped "$line")" -gt 0 ]
+    [ "$(counter msgs_queued "$line")" -eq "$(counter msgs_in "$line")" ] # echo: one reply per message
     fds_at_baseline
     kill -TERM "$SERVER"
     exited_cleanly
     exit_line=$(grep '^stats at exit' "$T/server.out")
     echo "$exit_line"
-    [ "$(stat msgs_pending "$exit_line")" -eq 0 ]
-    [ "$(stat msgs_queued "$exit_line")" -eq $(($(stat msgs_sent "$exit_line") + $(stat msgs_dropped "$exit_line"))) ]
-    [ "$(stat msgs_dropped "$exit_line")" -gt 0 ]
+    [ "$(counter msgs_pending "$exit_line")" -eq 0 ]
+    [ "$(counter msgs_queued "$exit_line")" -eq $(($(counter msgs_sent "$exit_line") + $(counter msgs_dropped "$exit_line"))) ]
+    [ "$(counter msgs_dropped "$exit_line")" -gt 0 ]
 }
 
 # ---- 7. SIGTERM during a flood ----
@@ -356,7 +343,7 @@ sweep() {
         floods+=("$PID")
     done
     wait_until 20 counter_ge accepted 6
-    target=$(($(stat msgs_in "$(stats "$SERVER")") + 500))
+    target=$(($(counter msgs_in "$(stats "$SERVER")") + 500))
     wait_until 20 counter_ge msgs_in "$target"
     kill -TERM "$SERVER"
     exited_cleanly
@@ -370,11 +357,12 @@ sweep() {
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
     echo "loadgen verified $verified replies"
-    [ "$(stat msgs_in "$line")" -eq "$(stat msgs_sent "$line")" ]
-    [ "$(stat msgs_queued "$line")" -eq "$(stat msgs_sent "$line")" ]
-    [ "$(stat msgs_dropped "$line")" -eq 0 ] && [ "$(stat msgs_pending "$line")" -eq 0 ]
-    [ "$(stat msgs_sent "$line")" -eq "$verified" ]
-    [ "$(stat closed_stop "$line")" -eq 6 ]
+    [ "$(counter msgs_in "$line")" -eq "$(counter msgs_sent "$line")" ]
+    [ "$(counter msgs_queued "$line")" -eq "$(counter msgs_sent "$line")" ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter msgs_pending "$line")" -eq 0 ]
+    [ "$(counter msgs_sent "$line")" -eq "$verified" ]
+    [ "$(counter closed_stop "$line")" -eq 6 ]
 }
 
 # SERVER BUG (found by this suite; fails until the server is fixed): with
@@ -395,11 +383,12 @@ sweep() {
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "$line"
-    [ "$(stat closed_protocol "$line")" -eq 2 ]
+    [ "$(counter closed_protocol "$line")" -eq 2 ]
     # each badpeer sends one valid message (echoed) before its bad one
-    [ "$(stat msgs_sent "$line")" -eq 2 ] && [ "$(stat msgs_dropped "$line")" -eq 0 ]
-    [ "$(stat msgs_queued "$line")" -eq 2 ]
-    [ "$(stat msgs_in "$line")" -eq 2 ] # with the bug: 4
+    [ "$(counter msgs_sent "$line")" -eq 2 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter msgs_queued "$line")" -eq 2 ]
+    [ "$(counter msgs_in "$line")" -eq 2 ] # with the bug: 4
     fds_at_baseline
 }
 
@@ -413,18 +402,21 @@ sweep() {
         "$SERVER_OPT" --idle-ms 1500
     run timeout 120 "$(bin tools loadgen)" --port "$PORT" --conns 20 --messages 15 --size 1-5000 --timeout 100
     echo "$output"
-    [ "$status" -eq 0 ] && [ "$(field messages "$output")" -eq 300 ]
+    [ "$status" -eq 0 ]
+    [ "$(field messages "$output")" -eq 300 ]
     run timeout 120 "$(bin tools loadgen)" --port "$PORT" --conns 20 --messages 15 --size 1-5000 \
         --compress --seed 2 --timeout 100
     echo "$output"
-    [ "$status" -eq 0 ] && [ "$(field messages "$output")" -eq 300 ]
+    [ "$status" -eq 0 ]
+    [ "$(field messages "$output")" -eq 300 ]
     run timeout 60 "$(bin tools badpeer)" --port "$PORT" bad-lz4 --wait-ms 30000
     echo "$output"
     [ "$status" -eq 0 ]
     exec 7<>"/dev/tcp/127.0.0.1/$PORT"
     rc=0
     read -r -t 30 -u 7 got || rc=$?
-    [ "$rc" -eq 1 ] && [ -z "$got" ] # end of stream: the idle close
+    [ "$rc" -eq 1 ] # end of stream: the idle close
+    [ -z "$got" ]
     exec 7<&-
     wait_until 20 counter_is open 0
     fds_at_baseline
@@ -435,8 +427,10 @@ sweep() {
     cat "$T/valgrind.log"
     [ "$rc" -eq 0 ]
     line=$(grep '^stats at exit' "$T/server.out")
-    [ "$(stat msgs_in "$line")" -eq 601 ] && [ "$(stat msgs_sent "$line")" -eq 601 ]
-    [ "$(stat closed_protocol "$line")" -eq 1 ] && [ "$(stat closed_idle "$line")" -eq 1 ]
+    [ "$(counter msgs_in "$line")" -eq 601 ]
+    [ "$(counter msgs_sent "$line")" -eq 601 ]
+    [ "$(counter closed_protocol "$line")" -eq 1 ]
+    [ "$(counter closed_idle "$line")" -eq 1 ]
     grep -q 'ERROR SUMMARY: 0 errors' "$T/valgrind.log"
     grep -q 'All heap blocks were freed' "$T/valgrind.log" ||
         { grep -q 'definitely lost: 0 bytes' "$T/valgrind.log" &&
@@ -454,7 +448,7 @@ sweep() {
         --size 1-20000 --duration 60 --until-closed --timeout 90
     load=$PID
     wait_until 20 counter_ge accepted 8
-    target=$(($(stat msgs_in "$(stats "$SERVER")") + 300))
+    target=$(($(counter msgs_in "$(stats "$SERVER")") + 300))
     wait_until 30 counter_ge msgs_in "$target"
     kill -TERM "$SERVER"
     exited_cleanly
@@ -462,8 +456,8 @@ sweep() {
     [ "$(field closed_by_server "$LOAD_OUTPUT")" -eq 8 ]
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
-    [ "$(stat msgs_in "$line")" -eq "$(stat msgs_sent "$line")" ]
-    [ "$(stat msgs_sent "$line")" -eq "$(field messages "$LOAD_OUTPUT")" ]
-    [ "$(stat msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter msgs_in "$line")" -eq "$(counter msgs_sent "$line")" ]
+    [ "$(counter msgs_sent "$line")" -eq "$(field messages "$LOAD_OUTPUT")" ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
     # teardown fails the test if TSan wrote a report to $T/san
 }

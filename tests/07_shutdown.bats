@@ -9,21 +9,6 @@ load helpers
 L=07_shutdown
 ANSWER=4194304 # 4 MiB: more than the socket buffers hold, so part of it is in flight at close()
 
-# stats PID: ask the server for its counters (SIGUSR1) and print the new line.
-stats() {
-    local before
-    before=$(grep -c '^stats on SIGUSR1' "$T/server.out")
-    kill -USR1 "$1"
-    wait_until 5 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$T/server.out') -gt $before ]"
-    grep '^stats on SIGUSR1' "$T/server.out" | tail -n 1
-}
-
-# stat NAME LINE: one counter from a stats line.
-stat() {
-    local re="(^| )$1=([0-9]+)( |$)"
-    [[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
-}
-
 # rst_loses_the_tail MODE: closer hangs up with MODE; fetch, reading late,
 # gets an exact prefix of the answer (it checks every byte), then ECONNRESET.
 rst_loses_the_tail() {
@@ -33,7 +18,9 @@ rst_loses_the_tail() {
     re="^fetch: received ([0-9]+) of $ANSWER bytes, then ECONNRESET \(Connection reset by peer\): ([0-9]+) bytes lost$"
     [[ $output =~ $re ]]
     got=${BASH_REMATCH[1]} lost=${BASH_REMATCH[2]}
-    [ "$got" -lt $ANSWER ] && [ "$lost" -gt 0 ] && [ $((got + lost)) -eq $ANSWER ]
+    [ "$got" -lt $ANSWER ]
+    [ "$lost" -gt 0 ]
+    [ $((got + lost)) -eq $ANSWER ]
     wait_exit "$PID" 10
     grep -qx "closer: answered GET $ANSWER: all $ANSWER bytes handed to the kernel" "$T/closer.out"
 }
@@ -78,8 +65,9 @@ rst_loses_the_tail() {
     [[ $output == *"client: 1000 messages sent, 1000 replies, all intact"* ]]
     line=$(stats "$PID")
     echo "$line"
-    [ "$(stat closed_peer "$line")" -eq 1 ] && [ "$(stat closed_error "$line")" -eq 0 ]
-    [ "$(stat msgs_in "$line")" -eq 1000 ] && [ "$(stat msgs_sent "$line")" -eq 1000 ]
+    [ "$(counter closed_peer "$line")" -eq 1 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+    [ "$(counter msgs_in "$line")" -eq 1000 ] && [ "$(counter msgs_sent "$line")" -eq 1000 ]
 }
 
 @test "SIGTERM: idle connections get a FIN, new connections are refused, the server exits 0 with its counters" {
@@ -99,7 +87,7 @@ rst_loses_the_tail() {
     wait_exit "$server" 5
     grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
     line=$(grep '^stats at exit' "$T/server.out")
-    [ "$(stat closed_stop "$line")" -eq 2 ] && [ "$(stat open "$line")" -eq 0 ]
+    [ "$(counter closed_stop "$line")" -eq 2 ] && [ "$(counter open "$line")" -eq 0 ]
 }
 
 @test "SIGINT stops gracefully too, with exit status 0" {
@@ -123,9 +111,9 @@ rst_loses_the_tail() {
     grep -qx 'server: stop deadline (1000 ms): closing 1 connection(s) not done yet' "$T/server.err"
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
-    [ "$(stat closed_stop_deadline "$line")" -eq 1 ]
-    [ "$(stat msgs_dropped "$line")" -gt 0 ]
-    [ $(($(stat msgs_sent "$line") + $(stat msgs_dropped "$line"))) -eq "$(stat msgs_queued "$line")" ]
+    [ "$(counter closed_stop_deadline "$line")" -eq 1 ]
+    [ "$(counter msgs_dropped "$line")" -gt 0 ]
+    [ $(($(counter msgs_sent "$line") + $(counter msgs_dropped "$line"))) -eq "$(counter msgs_queued "$line")" ]
 }
 
 @test "a second SIGTERM during the stop ends it at once (still exit 0)" {
@@ -148,14 +136,15 @@ rst_loses_the_tail() {
     start=$EPOCHREALTIME
     read -r -t 5 -u 7 got || rc=$?
     end=$EPOCHREALTIME
-    [ "${rc:-0}" -eq 1 ] && [ -z "$got" ] # end of stream, not a timeout
+    [ "${rc:-0}" -eq 1 ] # end of stream, not a timeout
+    [ -z "$got" ]
     elapsed_ms=$(((${end/./} - ${start/./}) / 1000))
     echo "closed after $elapsed_ms ms"
     [ "$elapsed_ms" -ge 450 ]
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: idle for 500 ms: closing$' "$T/server.err"
     exec 7<&-
     line=$(stats "$PID")
-    [ "$(stat closed_idle "$line")" -eq 1 ]
+    [ "$(counter closed_idle "$line")" -eq 1 ]
 }
 
 @test "bytes every 300 ms keep a connection alive past --idle-ms 1000 (activity restarts the timer)" {
@@ -166,7 +155,7 @@ rst_loses_the_tail() {
     run timeout 30 "$(bin $L client)" --port "$PORT" --quiet aaaaa bbbbb ccccc ddddd
     [ "$status" -eq 0 ]
     [[ $output == *"client: 4 messages sent, 4 replies, all intact"* ]]
-    ! grep -q 'idle for' "$T/server.err"
+    refute grep -q 'idle for' "$T/server.err"
 }
 
 @test "SIGUSR1 prints consistent counters and the server goes on serving" {
@@ -175,9 +164,12 @@ rst_loses_the_tail() {
     [ "$status" -eq 0 ]
     line=$(stats "$PID")
     echo "$line"
-    [ "$(stat accepted "$line")" -eq 1 ] && [ "$(stat msgs_in "$line")" -eq 50 ]
-    [ "$(stat msgs_queued "$line")" -eq 50 ] && [ "$(stat msgs_sent "$line")" -eq 50 ]
-    [ "$(stat bytes_in "$line")" -eq $((50 * 30)) ] && [ "$(stat bytes_out "$line")" -eq $((50 * 30)) ]
+    [ "$(counter accepted "$line")" -eq 1 ]
+    [ "$(counter msgs_in "$line")" -eq 50 ]
+    [ "$(counter msgs_queued "$line")" -eq 50 ]
+    [ "$(counter msgs_sent "$line")" -eq 50 ]
+    [ "$(counter bytes_in "$line")" -eq $((50 * 30)) ]
+    [ "$(counter bytes_out "$line")" -eq $((50 * 30)) ]
     run timeout 10 "$(bin $L client)" --port "$PORT" --quiet again
     [ "$status" -eq 0 ]
     kill -0 "$PID"
@@ -210,7 +202,8 @@ rst_loses_the_tail() {
     at_eof 9
     grep -qE 'refused: --max-conns reached$' "$T/server.err"
     line=$(stats "$PID")
-    [ "$(stat refused "$line")" -eq 1 ] && [ "$(stat open "$line")" -eq 2 ]
+    [ "$(counter refused "$line")" -eq 1 ]
+    [ "$(counter open "$line")" -eq 2 ]
     exec 7<&- 8<&- 9<&-
 }
 
@@ -240,11 +233,14 @@ rst_loses_the_tail() {
 
 @test "new flags reject bad values with one line and exit 2" {
     run "$(bin $L server)" --idle-ms soon
-    [ "$status" -eq 2 ] && [ "$output" = "server: --idle-ms wants a number in 0..86400000, not 'soon'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --idle-ms wants a number in 0..86400000, not 'soon'" ]
     run "$(bin $L server)" --linger-ms 0
-    [ "$status" -eq 2 ] && [ "$output" = "server: --linger-ms wants a number in 1..3600000, not '0'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --linger-ms wants a number in 1..3600000, not '0'" ]
     run "$(bin $L closer)" --close slam
-    [ "$status" -eq 2 ] && [ "$output" = "closer: --close wants close, linger0 or graceful, not 'slam'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "closer: --close wants close, linger0 or graceful, not 'slam'" ]
     run "$(bin $L fetch)" --bytes 5
     [ "$status" -eq 2 ] && [ "$output" = "fetch: --port is required" ]
 }

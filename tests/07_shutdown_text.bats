@@ -23,12 +23,6 @@ run_closer() {
     export PORT
 }
 
-# stat NAME LINE: one counter from a stats line.
-stat() {
-    local re="(^| )$1=([0-9]+)( |$)"
-    [[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
-}
-
 # A fetch that lost the tail to a RST: exit 1, an exact prefix, then ECONNRESET.
 fetch_lost_the_tail() {
     [ "$status" -eq 1 ]
@@ -65,7 +59,8 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     # both RST endings: an exact prefix, then ECONNRESET, and the rest lost
     n=0
     while read -r got lost; do
-        [ "$lost" -gt 0 ] && [ $((got + lost)) -eq $ANSWER ]
+        [ "$lost" -gt 0 ]
+        [ $((got + lost)) -eq $ANSWER ]
         n=$((n + 1))
     done < <(sed -n 's/.*fetch: received \([0-9]*\) of 4194304 bytes, then ECONNRESET (Connection reset by peer): \([0-9]*\) bytes lost$/\1 \2/p' <<<"$output")
     [ "$n" -eq 2 ]
@@ -115,9 +110,11 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     grep -qE '\[server\] server: close fd=[0-9]+ \(open, peer\)$' <<<"$output"
     [ "$(grep -c 'frame complete' <<<"$output")" -eq 3 ]
     line=$(grep 'stats at exit' <<<"$output")
-    [ "$(stat closed_peer "$line")" -eq 1 ] && [ "$(stat closed_error "$line")" -eq 0 ]
-    [ "$(stat msgs_in "$line")" -eq 3 ] && [ "$(stat msgs_sent "$line")" -eq 3 ]
-    ! grep -qi 'reset' <<<"$output"
+    [ "$(counter closed_peer "$line")" -eq 1 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+    [ "$(counter msgs_in "$line")" -eq 3 ]
+    [ "$(counter msgs_sent "$line")" -eq 3 ]
+    refute grep -qi 'reset' <<<"$output"
 }
 
 @test "./run stop: SIGTERM under load; loadgen gets every reply and a FIN; msgs_in = msgs_sent + msgs_dropped; exit 0" {
@@ -131,14 +128,16 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     grep -qx '   server exit status 0' <<<"$output"
     line=$(grep 'stats at exit' <<<"$output")
     echo "$line"
-    in=$(stat msgs_in "$line") sent=$(stat msgs_sent "$line") dropped=$(stat msgs_dropped "$line")
-    [ "$in" -eq $((sent + dropped)) ] && [ "$(stat msgs_queued "$line")" -eq "$in" ]
-    [ "$dropped" -gt 0 ] && [ "$(stat msgs_pending "$line")" -eq 0 ]
+    in=$(counter msgs_in "$line") sent=$(counter msgs_sent "$line") dropped=$(counter msgs_dropped "$line")
+    [ "$in" -eq $((sent + dropped)) ]
+    [ "$(counter msgs_queued "$line")" -eq "$in" ]
+    [ "$dropped" -gt 0 ]
+    [ "$(counter msgs_pending "$line")" -eq 0 ]
     # the never-reading client at the deadline; everyone else finished (a slow
     # sanitizer run may leave a loadgen connection to the deadline too)
-    [ "$(stat closed_stop_deadline "$line")" -ge 1 ]
-    [ $(($(stat closed_stop "$line") + $(stat closed_stop_deadline "$line"))) -eq 21 ]
-    [ "$(stat closed_error "$line")" -eq 0 ] && [ "$(stat open "$line")" -eq 0 ]
+    [ "$(counter closed_stop_deadline "$line")" -ge 1 ]
+    [ $(($(counter closed_stop "$line") + $(counter closed_stop_deadline "$line"))) -eq 21 ]
+    [ "$(counter closed_error "$line")" -eq 0 ] && [ "$(counter open "$line")" -eq 0 ]
 }
 
 @test "./run idle: a silent connection ends with a FIN after about 1000 ms, counted as idle" {
@@ -147,9 +146,10 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     grep -qE '\[server\] server: 127\.0\.0\.1:[0-9]+: idle for 1000 ms: closing$' <<<"$output"
     [[ $output =~ the\ connection\ ended\ after\ ([0-9]+)\ ms\ \(end\ of\ stream:\ a\ FIN,\ not\ a\ RST\) ]]
     ms=${BASH_REMATCH[1]}
-    [ "$ms" -ge 950 ] && [ "$ms" -lt 5000 ]
+    [ "$ms" -ge 950 ]
+    [ "$ms" -lt 5000 ]
     line=$(grep 'stats at exit' <<<"$output")
-    [ "$(stat closed_idle "$line")" -eq 1 ] && [ "$(stat closed_error "$line")" -eq 0 ]
+    [ "$(counter closed_idle "$line")" -eq 1 ] && [ "$(counter closed_error "$line")" -eq 0 ]
 }
 
 @test "./run slowloris: a byte every 500 ms is never idle; the 3 s frame deadline closes it" {
@@ -158,10 +158,11 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     grep -qE '\[server\] server: 127\.0\.0\.1:[0-9]+: closed: a message took over 3000 ms \([0-9]+ bytes of it so far\)$' <<<"$output"
     [[ $output =~ badpeer:\ trickle:\ server\ closed\ the\ connection\ after\ ([0-9]+)\ ms ]]
     ms=${BASH_REMATCH[1]}
-    [ "$ms" -ge 2900 ] && [ "$ms" -lt 8000 ]
-    ! grep -q 'idle for' <<<"$output"
+    [ "$ms" -ge 2900 ]
+    [ "$ms" -lt 8000 ]
+    refute grep -q 'idle for' <<<"$output"
     line=$(grep 'stats at exit' <<<"$output")
-    [ "$(stat closed_frame_timeout "$line")" -eq 1 ] && [ "$(stat closed_idle "$line")" -eq 0 ]
+    [ "$(counter closed_frame_timeout "$line")" -eq 1 ] && [ "$(counter closed_idle "$line")" -eq 0 ]
 }
 
 @test "counters by hand: SIGUSR1 with replies pending, again after the client's reset, then SIGTERM: exit 0" {
@@ -177,9 +178,10 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     first=$(grep '^stats on SIGUSR1' "$T/srv.out" | head -n 1)
     echo "$first"
     # queue full: replies pending, the invariant holds
-    [ "$(stat open "$first")" -eq 1 ] && [ "$(stat msgs_pending "$first")" -gt 0 ]
-    [ "$(stat msgs_queued "$first")" -eq $(($(stat msgs_sent "$first") + $(stat msgs_dropped "$first") + $(stat msgs_pending "$first"))) ]
-    [ "$(stat msgs_in "$first")" -eq "$(stat msgs_queued "$first")" ]
+    [ "$(counter open "$first")" -eq 1 ]
+    [ "$(counter msgs_pending "$first")" -gt 0 ]
+    [ "$(counter msgs_queued "$first")" -eq $(($(counter msgs_sent "$first") + $(counter msgs_dropped "$first") + $(counter msgs_pending "$first"))) ]
+    [ "$(counter msgs_in "$first")" -eq "$(counter msgs_queued "$first")" ]
     # slowreader's exit with unread data is a reset: the pending replies become dropped
     wait_until 5 grep -q 'Connection reset by peer' "$T/srv.err"
     doc_cmd 07_shutdown.md 'kill -USR1 $SERVER_PID'
@@ -187,17 +189,18 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     wait_until 5 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$T/srv.out') -eq 2 ]"
     second=$(grep '^stats on SIGUSR1' "$T/srv.out" | tail -n 1)
     echo "$second"
-    [ "$(stat open "$second")" -eq 0 ] && [ "$(stat msgs_pending "$second")" -eq 0 ]
-    [ "$(stat msgs_dropped "$second")" -eq "$(stat msgs_pending "$first")" ]
-    [ "$(stat msgs_sent "$second")" -eq "$(stat msgs_sent "$first")" ]
-    [ "$(stat closed_error "$second")" -eq 1 ]
+    [ "$(counter open "$second")" -eq 0 ]
+    [ "$(counter msgs_pending "$second")" -eq 0 ]
+    [ "$(counter msgs_dropped "$second")" -eq "$(counter msgs_pending "$first")" ]
+    [ "$(counter msgs_sent "$second")" -eq "$(counter msgs_sent "$first")" ]
+    [ "$(counter closed_error "$second")" -eq 1 ]
     doc_cmd 07_shutdown.md 'kill -TERM $SERVER_PID'
     [ "$status" -eq 0 ]
     wait_exit "$SERVER_PID" 10
     grep -q '^server: Terminated: stopping gracefully$' "$T/srv.err"
     grep -q '^server: stopped$' "$T/srv.err"
     last=$(grep '^stats at exit' "$T/srv.out")
-    [ "$(stat msgs_queued "$last")" -eq $(($(stat msgs_sent "$last") + $(stat msgs_dropped "$last"))) ]
+    [ "$(counter msgs_queued "$last")" -eq $(($(counter msgs_sent "$last") + $(counter msgs_dropped "$last"))) ]
 }
 
 @test "batching by hand: five pipelined requests in one read are answered with one send" {

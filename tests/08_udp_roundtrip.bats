@@ -7,7 +7,6 @@ load helpers
 
 L=08_udp_roundtrip
 
-client() { "$(bin $L client)" "$@"; }
 sender() { "$(bin $L sender)" "$@"; }
 
 server() {
@@ -64,7 +63,8 @@ best_offset_us() {
     [ "$took" -le 5 ]
     [[ $output =~ 20\ probes:\ ([0-9]+)\ replies,\ ([0-9]+)\ lost ]]
     replies=${BASH_REMATCH[1]} lost=${BASH_REMATCH[2]}
-    [ "$lost" -gt 0 ] && [ $((replies + lost)) -eq 20 ]
+    [ "$lost" -gt 0 ]
+    [ $((replies + lost)) -eq 20 ]
     [ "$(grep -c '^probe [0-9]*: lost (timeout after 150 ms)$' <<<"$output")" -eq "$lost" ]
     [ "$(grep -c '^probe [0-9]*: round trip' <<<"$output")" -eq "$replies" ]
     # the server dropped exactly the probes the client lost
@@ -81,7 +81,8 @@ best_offset_us() {
     }
     first=$(lost_probes)
     second=$(lost_probes)
-    [ -n "$first" ] && [ "$first" = "$second" ]
+    [ -n "$first" ]
+    [ "$first" = "$second" ]
 }
 
 @test "with --drop 100 every probe times out and the client exits 1 saying no reply came" {
@@ -255,17 +256,23 @@ best_offset_us() {
 
 @test "bad usage gets a one-line error and exit status 2" {
     run "$(bin $L server)" --drop 101
-    [ "$status" -eq 2 ] && [ "$output" = "server: --drop wants a number in 0..100, not '101'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --drop wants a number in 0..100, not '101'" ]
     run "$(bin $L server)" --bogus
-    [ "$status" -eq 2 ] && [ "$output" = "server: unknown option '--bogus' (--help lists the options)" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: unknown option '--bogus' (--help lists the options)" ]
     run client --count 5
-    [ "$status" -eq 2 ] && [ "$output" = "client: --port is required (--help lists the options)" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --port is required (--help lists the options)" ]
     run client --port 1 --timeout-ms 0
-    [ "$status" -eq 2 ] && [ "$output" = "client: --timeout-ms wants a number in 1..60000, not '0'" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --timeout-ms wants a number in 1..60000, not '0'" ]
     run client --port
-    [ "$status" -eq 2 ] && [ "$output" = "client: --port wants a value (--help lists the options)" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --port wants a value (--help lists the options)" ]
     run sender --port 1
-    [ "$status" -eq 2 ] && [ "$output" = "sender: nothing to send: give a MESSAGE or --fill BYTES (--help lists the options)" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "sender: nothing to send: give a MESSAGE or --fill BYTES (--help lists the options)" ]
     run "$(bin $L receiver)" --buffer 0
     [ "$status" -eq 2 ] && [ "$output" = "receiver: --buffer wants a number in 1..65536, not '0'" ]
 }

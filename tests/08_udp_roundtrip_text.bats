@@ -135,7 +135,8 @@ round_trips_positive() {
     [ "$status" -eq 0 ]
     [[ $output =~ \[client\]\ 10\ probes:\ ([0-9]+)\ replies,\ ([0-9]+)\ lost ]]
     replies=${BASH_REMATCH[1]} lost=${BASH_REMATCH[2]}
-    [ "$lost" -gt 0 ] && [ $((replies + lost)) -eq 10 ]
+    [ "$lost" -gt 0 ]
+    [ $((replies + lost)) -eq 10 ]
     [ "$(grep -cE '\[client\] probe [0-9]+: lost \(timeout after 300 ms\)$' <<<"$output")" -eq "$lost" ]
     [ "$(grep -cE '\[server\] server: 127\.0\.0\.1:[0-9]+: probe [0-9]+ dropped \(--drop 30\)$' <<<"$output")" -eq "$lost" ]
     [[ $output == *"stopping: 10 datagrams, $replies answered, $lost dropped, 0 ignored"* ]]

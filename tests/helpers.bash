@@ -211,3 +211,68 @@ every_doc_cmd_is_tested() {
     done < <(doc_commands "$1")
     [ "$missing" -eq 0 ]
 }
+
+# ---- checks and small readers shared by the suites ----
+
+# refute CMD...: fail if CMD succeeds. Use it (or `run ! CMD`) instead of a
+# bare `! CMD`, which checks nothing mid-test: bash's errexit ignores a
+# negated command. Unlike `run`, it leaves $output and $status alone.
+refute() {
+    if "$@"; then
+        echo "expected to fail, but succeeded: $*" >&2
+        return 1
+    fi
+}
+
+# client ARGS...: the lesson's client ($L), bounded to 120 s.
+client() { timeout 120 "$(bin "$L" client)" "$@"; }
+
+# open_fds PID: how many descriptors the process holds.
+open_fds() { ls "/proc/$1/fd" | wc -l; }
+
+# fds_back_to PID N: the process holds N descriptors (for wait_until).
+fds_back_to() { [ "$(open_fds "$1")" -eq "$2" ]; }
+
+# rss_kb PID: the process's resident memory in KiB.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# stats PID [NAME]: ask a lesson-7 server for its counters (SIGUSR1) and
+# print the new "stats on SIGUSR1" line it writes to $T/NAME.out (NAME:
+# server). Fails if no new line comes within 10 s.
+stats() {
+    local out="$T/${2:-server}.out" before
+    before=$(grep -c '^stats on SIGUSR1' "$out") || true # grep -c: status 1 on 0
+    kill -USR1 "$1"
+    if ! wait_until 10 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$out') -gt $before ]"; then
+        echo "no stats line within 10 s of SIGUSR1" >&2
+        return 1
+    fi
+    grep '^stats on SIGUSR1' "$out" | tail -n 1
+}
+
+# counter NAME LINE: one counter of a server's stats line (fails if absent).
+counter() {
+    local re="(^| )$1=([0-9]+)( |$)"
+    [[ $2 =~ $re ]] || return 1
+    echo "${BASH_REMATCH[2]}"
+}
+
+# field NAME [TEXT]: one value of the "result key=value ..." line a tool
+# printed (loadgen, sink) in TEXT (default: $output); fails if absent.
+field() {
+    local line re="(^| )$1=([^ ]+)( |$)"
+    line=$(grep -m1 '^result ' <<<"${2-$output}") || return 1
+    [[ $line =~ $re ]] || return 1
+    echo "${BASH_REMATCH[2]}"
+}
+
+# fds_at_most PID N: the process holds N descriptors or fewer (for wait_until).
+fds_at_most() { [ "$(open_fds "$1")" -le "$2" ]; }
+
+# server_read_all PORT N: N connections are established to PORT on the
+# loopback, and the server has read everything they sent (Recv-Q 0 on its side).
+server_read_all() {
+    local rows
+    rows=$(ss -tnH state established "( sport = :$1 )" | awk '{ n++; q += $1 } END { print n + 0, q + 0 }')
+    [ "$rows" = "$2 0" ]
+}

@@ -32,16 +32,6 @@ closes_for() {
     serves_hello
 }
 
-# open_fds PID: how many descriptors the process holds.
-open_fds() {
-    ls "/proc/$1/fd" | wc -l
-}
-
-# fds_back_to PID N: the process holds N descriptors again (for wait_until: evaluated each try).
-fds_back_to() {
-    [ "$(open_fds "$1")" -eq "$2" ]
-}
-
 @test "flags other than 0 or 1 make the server close that connection for 'bad flags (not 0 or 1)'" {
     closes_for bad-flags 'bad flags (not 0 or 1)'
 }

@@ -34,7 +34,7 @@ load helpers
     grep -qE '^  lesson 4 +[0-9]+ +[0-9]+ +-?[0-9]+$' "$table"
     grep -qE '^  ([0-9.]+|n/a) calls per message' "$table"
     # the bench's servers are stopped on the way out
-    ! pgrep -f "^$ROOT/tools/sink --port 0" >/dev/null
+    refute pgrep -f "^$ROOT/tools/sink --port 0" >/dev/null
 }
 
 @test "bench rejects a bad SERVER_BENCH_RUNS with one line and exit 2, before measuring anything" {

@@ -9,15 +9,6 @@ load helpers
 L4=04_epoll_lt_et
 L6=06_send_queue
 
-# result_field KEY: the value of KEY= in loadgen's result line, from $output.
-result_field() {
-    local line
-    line=$(grep -m1 '^result ' <<<"$output") || return 1
-    line=" ${line#result } "
-    line=${line#* "$1"=}
-    echo "${line%% *}"
-}
-
 # loadgen ARGS...: run the load generator (bounded) and show what it printed.
 loadgen() {
     run timeout 120 "$(bin tools loadgen)" "$@"
@@ -30,17 +21,17 @@ finished_ok() {
     [ "$status" -eq 0 ]
     [[ ${lines[-2]} =~ ^loadgen:\ $1\ conns,\ .*\ $(($1 * $2))\ messages,\ .*\;\ 0\ errors$ ]]
     [[ ${lines[-1]} == "result conns=$1 "* ]]
-    [ "$(result_field messages)" -eq $(($1 * $2)) ]
-    [ "$(result_field errors)" -eq 0 ]
-    [ "$(result_field mismatches)" -eq 0 ]
+    [ "$(field messages)" -eq $(($1 * $2)) ]
+    [ "$(field errors)" -eq 0 ]
+    [ "$(field mismatches)" -eq 0 ]
 }
 
 @test "loadgen in pingpong with 10 connections checks every reply of lesson 6's server" {
     start_server server "$(bin $L6 server)" --port 0
     loadgen --port "$PORT" --conns 10 --messages 50
     finished_ok 10 50
-    [ "$(result_field mode)" = pingpong ]
-    [ "$(result_field bytes)" -eq $((10 * 50 * 16)) ]
+    [ "$(field mode)" = pingpong ]
+    [ "$(field bytes)" -eq $((10 * 50 * 16)) ]
     [[ ${lines[-1]} =~ \ p50_us=[0-9]+\ p99_us=[0-9]+\ max_us=[0-9]+\  ]]
     [[ ${lines[-1]} == *' server_cpu_us_per_msg=-' ]]
 }
@@ -49,15 +40,15 @@ finished_ok() {
     start_server server "$(bin $L6 server)" --port 0
     loadgen --port "$PORT" --conns 4 --mode oneway --messages 2000 --size 300 --window 16384
     finished_ok 4 2000
-    [ "$(result_field mode)" = oneway ]
-    [ "$(result_field bytes)" -eq $((4 * 2000 * 300)) ]
+    [ "$(field mode)" = oneway ]
+    [ "$(field bytes)" -eq $((4 * 2000 * 300)) ]
 }
 
 @test "loadgen with --compress sends LZ4 bodies and checks the decompressed replies" {
     start_server server "$(bin $L6 server)" --port 0
     loadgen --port "$PORT" --conns 3 --compress --size 20000 --messages 30
     finished_ok 3 30
-    [ "$(result_field compress)" = 1 ]
+    [ "$(field compress)" = 1 ]
     [[ ${lines[-2]} == *', 20000 bytes, lz4: '* ]]
 }
 
@@ -65,13 +56,14 @@ finished_ok() {
     start_server server "$(bin $L6 server)" --port 0
     loadgen --port "$PORT" --conns 2 --mode oneway --size 1-5000 --messages 200 --seed 7
     finished_ok 2 200
-    [ "$(result_field size)" = 1-5000 ]
-    first=$(result_field bytes)
-    [ "$first" -gt 400 ] && [ "$first" -lt $((400 * 5000)) ]
+    [ "$(field size)" = 1-5000 ]
+    first=$(field bytes)
+    [ "$first" -gt 400 ]
+    [ "$first" -lt $((400 * 5000)) ]
     loadgen --port "$PORT" --conns 2 --mode oneway --size 1-5000 --messages 200 --seed 7
-    [ "$(result_field bytes)" -eq "$first" ]
+    [ "$(field bytes)" -eq "$first" ]
     loadgen --port "$PORT" --conns 2 --mode oneway --size 1-5000 --messages 200 --seed 8
-    [ "$(result_field bytes)" -ne "$first" ]
+    [ "$(field bytes)" -ne "$first" ]
 }
 
 @test "loadgen with --raw streams plain bytes through lesson 4's echo server, both modes" {
@@ -100,7 +92,7 @@ finished_ok() {
         --via-proxy "$spec" --seed "$RANDOM"
     finished_ok 4 100
     # the proxy is stopped on the way out: nothing of it is left running
-    ! pgrep -f "chunkproxy --upstream 127.0.0.1:$PORT " >/dev/null
+    refute pgrep -f "chunkproxy --upstream 127.0.0.1:$PORT " >/dev/null
 }
 
 @test "loadgen --no-replies into the sink: the sink counts every byte sent, headers included" {
@@ -109,7 +101,7 @@ finished_ok() {
     loadgen --port "$PORT" --conns 5 --mode oneway --no-replies --size 1000 --messages 400
     finished_ok 5 400
     # loadgen's bytes are body bytes; the sink also reads the 25-byte header of each message
-    [ "$(result_field bytes)" -eq $((5 * 400 * 1000)) ]
+    [ "$(field bytes)" -eq $((5 * 400 * 1000)) ]
     closed() { [ "$(grep -c 'closed after' "$T/sink.err")" -eq 5 ]; }
     wait_until 10 closed
     kill -TERM "$SINK_PID"
@@ -123,7 +115,7 @@ finished_ok() {
     start_server server "$(bin $L6 server)" --port 0 --service broadcast
     loadgen --port "$PORT" --conns 2 --messages 1 --timeout 10
     [ "$status" -eq 1 ]
-    [ "$(result_field mismatches)" -ge 1 ]
+    [ "$(field mismatches)" -ge 1 ]
     [[ $output =~ loadgen:\ conn\ [01]\ message\ 0:\ body\ byte\ 0\ is\ 0x3[01],\ expected\ 0x3[01] ]]
 }
 
@@ -131,7 +123,7 @@ finished_ok() {
     start_server server "$(bin $L6 server)" --port 0
     loadgen --port "$PORT" --raw --conns 3 --size 100 --messages 5 --timeout 10
     [ "$status" -eq 1 ]
-    [ "$(result_field errors)" -eq 3 ]
+    [ "$(field errors)" -eq 3 ]
     [[ $output == *'loadgen: conn '?': server closed the connection with 1 replies due'* ]]
     grep -q 'protocol error' "$T/server.err"
 }
@@ -153,10 +145,10 @@ finished_ok() {
     # (an EOF, the expected end), or with a request unread (a reset) or a reply half sent (a
     # cut reply), both errors. Which one each connection sees is a race; every connection
     # ends one of these ways, and the exit status says whether any was an error.
-    errors=$(result_field errors)
-    [ $((errors + $(result_field closed_by_server))) -eq 10 ]
+    errors=$(field errors)
+    [ $((errors + $(field closed_by_server))) -eq 10 ]
     if [ "$errors" -eq 0 ]; then [ "$rc" -eq 0 ]; else [ "$rc" -eq 1 ]; fi
-    [ "$(result_field messages)" -gt 0 ]
+    [ "$(field messages)" -gt 0 ]
 }
 
 @test "loadgen --hold keeps the connections open and says so on stdout" {
@@ -164,7 +156,7 @@ finished_ok() {
     loadgen --port "$PORT" --conns 20 --messages 0 --hold 1
     [ "$status" -eq 0 ]
     [ "${lines[0]}" = 'loadgen: holding 20 connections' ]
-    [ "$(result_field messages)" -eq 0 ]
+    [ "$(field messages)" -eq 0 ]
 }
 
 @test "loadgen --timeout ends a run against a server that never answers, with exit 1" {
@@ -174,7 +166,7 @@ finished_ok() {
     [ "$status" -eq 1 ]
     [ $((SECONDS - start)) -lt 10 ]
     [[ $output == *'loadgen: timed out after 2 s: 3 connections unfinished'*'3 replies due'* ]]
-    [ "$(result_field errors)" -ge 1 ]
+    [ "$(field errors)" -ge 1 ]
 }
 
 @test "loadgen to a closed port counts every refused connection and exits 1" {
@@ -183,7 +175,7 @@ finished_ok() {
     stop_pid "$PID"
     loadgen --port "$port" --conns 5 --timeout 10
     [ "$status" -eq 1 ]
-    [ "$(result_field errors)" -eq 5 ]
+    [ "$(field errors)" -eq 5 ]
     [[ $output == *'Connection refused'* ]]
 }
 

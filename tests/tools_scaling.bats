@@ -47,7 +47,8 @@ is_svg() {
     [[ $output =~ $re ]]
     # fds 0..1023 minus stdio, the listening socket and the spare: about 1019 are held
     refused=${BASH_REMATCH[1]}
-    [ "$refused" -ge 77 ] && [ "$refused" -le 100 ]
+    [ "$refused" -ge 77 ]
+    [ "$refused" -le 100 ]
     grep -q 'refused: fd 1024 >= FD_SETSIZE' "$T/server.err"
 }
 
