@@ -124,8 +124,9 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
 # planted_checks FILE: a suite with each kind of check that cannot fail,
 # next to the live forms of the same checks.
 planted_checks() {
-    cat >"$1" <<'PLANTED'
-@test "planted" {
+    # (written as AT_TEST: bats would turn an "@test" line here into a test of this file)
+    sed 's/^AT_TEST /@test /' >"$1" <<'PLANTED'
+AT_TEST "planted" {
     a=1 b=2
     [ "$a" -eq 2 ] && [ "$b" -eq 2 ]
     v=$(false) && [ "$v" -eq 2 ]
@@ -150,7 +151,7 @@ PLANTED
     planted_checks "$T/planted.bats"
     # the first check on lines 3, 4 and 7 (when i is 1) is false, and line 5's
     # grep succeeds, yet the test passes
-    run bats --tap "$T/planted.bats"
+    run "$BATS_ROOT/bin/bats" --tap "$T/planted.bats" # the bats running this suite
     echo "$output"
     [ "$status" -eq 0 ]
     [ "${lines[1]}" = "ok 1 planted" ]
@@ -173,4 +174,48 @@ PLANTED
     echo "$output"
     [ "$status" -eq 0 ]
     [ -z "$output" ]
+}
+
+# ---- make mutants: the harness itself, on one real mutant and two planted ones ----
+
+@test "run_mutants reports a real mutant killed, a no-op change SURVIVED and lines no longer in the file stale" {
+    mkdir "$T/m"
+    cp "$ROOT/tests/mutants/01_readn_loop" "$T/m/"
+    cat >"$T/m/01_planted_noop" <<'MUTANT'
+# planted: changes only a comment, so no test can notice
+file: 01_socket_basics/net.c
+suites: 01_socket_basics
+filter: readn receiver prints
+--- original
+        if (got == 0) /* the peer closed: return what we have */
+--- mutant
+        if (got == 0) /* a comment that says something else */
+MUTANT
+    cat >"$T/m/01_planted_stale" <<'MUTANT'
+# planted: lines that are in no file
+file: 01_socket_basics/net.c
+suites: 01_socket_basics
+--- original
+    this line was never written
+--- mutant
+MUTANT
+    run env MUTANT_LOG_DIR="$T/logs" timeout 600 "$ROOT/tests/run_mutants" --jobs 2 --dir "$T/m"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    grep -qx '01_readn_loop: killed by readn .*' <<<"$output"
+    grep -qx "01_planted_noop: SURVIVED (1 passed, 0 failed; output in $T/logs/01_planted_noop.log)" <<<"$output"
+    grep -qx '01_planted_stale: stale (the original lines occur 0 times in 01_socket_basics/net.c, not once)' <<<"$output"
+    [ "${lines[-1]}" = "3 mutants, 1 killed, 1 survived, 1 stale" ]
+    grep -q '^ok 1 readn receiver prints' "$T/logs/01_planted_noop.log"
+    # the working tree is untouched
+    grep -qxF '        if (got == 0) /* the peer closed: return what we have */' "$ROOT/01_socket_basics/net.c"
+}
+
+@test "every mutant in tests/mutants is well formed and applies: its original lines are in its file once (30 or more)" {
+    run "$ROOT/tests/run_mutants" --check
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ ${lines[-1]} =~ ^([0-9]+)\ mutants,\ ([0-9]+)\ apply,\ 0\ stale,\ 0\ broken$ ]]
+    [ "${BASH_REMATCH[1]}" -eq "${BASH_REMATCH[2]}" ]
+    [ "${BASH_REMATCH[1]}" -ge 30 ]
 }

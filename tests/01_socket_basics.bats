@@ -22,6 +22,17 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
     cmp "$T/in" "$T/echoed"
 }
 
+@test "at the end of its input the client half-closes, reads the whole echo, and exits 0" {
+    start_server server "$(bin $L server)" --port 0 -v
+    # 10 s: far more than an echo of two lines takes; a missing shutdown hangs both sides
+    run timeout 10 "$(bin $L client)" --port "$PORT" < <(printf 'hello\nworld\n')
+    echo "client exit status: $status"
+    [ "$status" -eq 0 ]
+    [ "$output" = "$(printf 'hello\nworld')" ]
+    wait_until 5 grep -q 'close fd=' "$T/server.err"
+    grep -qE '^server: recv fd=[0-9]+ -> 0 bytes: 127\.0\.0\.1:[0-9]+ closed its side$' "$T/server.err"
+}
+
 @test "clients are served one after another: the second waits until the first leaves" {
     start_server server "$(bin $L server)" --port 0
     open_input first
@@ -74,6 +85,26 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
     [ "${lines[3]}" = 'end of stream after 2 messages' ]
 }
 
+@test "readn receiver prints each 5-byte message whole when the bytes arrive one at a time" {
+    start_server receiver "$(bin $L receiver)" --mode readn --size 5 --port 0
+    receiver=$PID
+    # the proxy writes every byte alone, 10 ms apart: each recv() finds one byte
+    start_server proxy "$(bin tools chunkproxy)" --upstream "127.0.0.1:$PORT" --port 0 \
+        --chunk 1 --delay-ms 10 --direction up -v
+    "$(bin $L sender)" --port "$PORT" hello world
+    wait_exit "$receiver" 10
+    run cat "$T/receiver.out"
+    echo "receiver printed: $output"
+    [ "${lines[1]}" = 'message #1 (5 bytes): "hello"' ]
+    [ "${lines[2]}" = 'message #2 (5 bytes): "world"' ]
+    [ "${lines[3]}" = 'end of stream after 2 messages' ]
+    [ "${#lines[@]}" -eq 4 ]
+    # the 10 bytes really went out as 10 writes of 1 byte
+    writes=$(sed -n 's/^chunkproxy: client [^ ]*: write \([0-9]*\) bytes to upstream$/\1/p' "$T/proxy.err" | tr '\n' ' ')
+    echo "proxy writes to the receiver: $writes"
+    [ "$writes" = "1 1 1 1 1 1 1 1 1 1 " ]
+}
+
 @test "readn receiver reports a message cut short by the end of the stream" {
     start_server receiver "$(bin $L receiver)" --mode readn --size 8 --port 0
     "$(bin $L sender)" --port "$PORT" abc
@@ -96,6 +127,70 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
     wait_until 10 grep -qE '(send|recv): (Connection reset by peer|Broken pipe)' "$T/server.err"
     kill -0 "$server" # SIGPIPE did not kill it
     [ "$(echo next | timeout 10 "$(bin $L client)" --port "$PORT")" = next ]
+}
+
+@test "a client that closed before its echo came back gives EPIPE in send, not a SIGPIPE death" {
+    # --chunk 1: one byte echoed per send(). The sender's socket is closed, so
+    # the first echoed byte draws an RST; the server's socket had already seen
+    # the FIN (CLOSE_WAIT), so the next send() fails with EPIPE and raises SIGPIPE.
+    start_server server "$(bin $L server)" --port 0 --chunk 1
+    server=$PID
+    open_input first
+    start_bg first "$(bin $L client)" --port "$PORT" <"$T/first.in"
+    first=$PID
+    echo one >&5
+    wait_until 5 grep -q one "$T/first.out"
+    # the server is busy with the first client: the sender connects, sends
+    # and closes while it waits in the listen queue
+    "$(bin $L sender)" --port "$PORT" "$LONG"
+    exec 5>&- # the first client leaves; the server takes the sender's connection
+    wait_exit "$first" 10
+    wait_until 10 bash -c "grep -q 'send: ' '$T/server.err' || ! kill -0 $server"
+    kill -0 "$server" # SIGPIPE did not kill it
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: send: Broken pipe$' "$T/server.err"
+    [ "$(echo next | timeout 10 "$(bin $L client)" --port "$PORT")" = next ]
+}
+
+# queues_stuck PORT: wait (at most 20 s) until the send and receive queues of
+# the connections on PORT stop moving for 1 s: both ends are blocked.
+queues_stuck() {
+    local prev="" cur stable=0
+    for _ in $(seq 100); do
+        sleep 0.2 # one sample of the queues every 0.2 s
+        cur=$(ss -tnH state established "( sport = :$1 or dport = :$1 )" | awk '{ print $1, $2 }' | sort)
+        if [ -n "$cur" ] && [ "$cur" = "$prev" ]; then stable=$((stable + 1)); else stable=0; fi
+        prev=$cur
+        [ "$stable" -ge 5 ] && return 0
+    done
+    echo "the queues on port $1 still moved after 20 s: $cur" >&2
+    return 1
+}
+
+# is_stopped PID: the process is stopped by a signal (state T).
+is_stopped() { [ "$(ps -o state= -p "$1")" = T ]; }
+
+@test "writen finishes an echo step that a stop signal (Ctrl-Z, fg) cut short in send" {
+    # 16 MiB echoed in steps of 1 MiB, to a client whose output nobody reads
+    # yet (a fifo): the server blocks in send() part-way through a step.
+    start_server server "$(bin $L server)" --port 0 --chunk 1048576
+    server=$PID
+    head -c 16777216 /dev/urandom >"$T/in"
+    open_input echo # the client's stdout; the test holds it open on fd 5
+    start_bg client bash -c 'exec "$@" >"$0"' "$T/echo.in" "$(bin $L client)" --port "$PORT" <"$T/in"
+    client=$PID
+    queues_stuck "$PORT"
+    # A stop signal wakes the blocked send(), which returns the bytes it has
+    # queued so far: a short write. writen() must send the rest after SIGCONT.
+    kill -STOP "$server"
+    wait_until 5 is_stopped "$server"
+    kill -CONT "$server"
+    start_bg reader bash -c 'exec cat "$0" >"$1"' "$T/echo.in" "$T/echoed"
+    reader=$PID
+    wait_exit "$client" 60
+    exec 5>&- # the last writer of the fifo is gone: the reader sees its end
+    wait_exit "$reader" 10
+    echo "sent $(stat -c %s "$T/in") bytes, echoed $(stat -c %s "$T/echoed")"
+    cmp "$T/in" "$T/echoed"
 }
 
 @test "SIGTERM stops the server with exit status 0" {

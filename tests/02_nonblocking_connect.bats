@@ -92,6 +92,38 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     [[ $output == *"exit status 0"* ]]
 }
 
+@test "--retry 6: the delay doubles from 100 ms and stops growing at the 2000 ms cap" {
+    closed_port
+    start_bg client "$(bin $L client)" --port "$PORT" --timeout 1000 --retry 6 --connect-only
+    # the sixth retry is announced after 100 + 200 + 400 + 800 + 1600 ms of sleep
+    wait_until 20 grep -q '^client: retry 6 of 6 in ' "$T/client.err"
+    delays=$(sed -n 's/^client: retry [0-9]* of 6 in \([0-9]*\) ms$/\1/p' "$T/client.err" | tr '\n' ' ')
+    echo "delays: $delays"
+    [ "$delays" = "100 200 400 800 1600 2000 " ]
+}
+
+# high_fd CMD...: run CMD with descriptors 3 to 1030 already open, so that the
+# socket it creates next is fd 1031, above FD_SETSIZE (1024).
+high_fd() {
+    bash -c '[ "$(ulimit -n)" -ge 1100 ] || ulimit -n 1100 || exit
+        for fd in $(seq 3 1030); do eval "exec $fd</dev/null"; done
+        exec "$@"' high_fd "$@"
+}
+
+@test "--wait poll connects a socket whose fd is above FD_SETSIZE" {
+    start_server server "$(bin $L server)" --port 0
+    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait poll -v
+    [ "$status" -eq 0 ]
+    [[ ${lines[1]} =~ ^client:\ connected\ fd=1031\ 127\.0\.0\.1:[0-9]+\ -\>\ 127\.0\.0\.1:$PORT$ ]]
+}
+
+@test "--wait select refuses a socket fd above FD_SETSIZE: 'Too many open files', exit 1" {
+    start_server server "$(bin $L server)" --port 0
+    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait select
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ failed\ to\ connect\ to\ 127\.0\.0\.1:$PORT\ after\ [0-9]+\.[0-9]\ ms:\ Too\ many\ open\ files$ ]]
+}
+
 @test "the outcomes demo shows all four results with their exit statuses" {
     run env BIN_DIR="$BIN_ROOT/$L" timeout 30 "$ROOT/$L/run" outcomes
     [ "$status" -eq 0 ]

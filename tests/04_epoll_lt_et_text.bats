@@ -171,7 +171,7 @@ event_after_all_sent() {
     [ "$(grep -c 'burst: sent 1048576 bytes in one write, 1048576 came back nudge: sent 1 more byte, 1 more came back (1048577 of 1048577 in all)' <<<"$output")" -eq 2 ]
     # The nudge usually brings nothing back (the stranded bytes have closed the receive
     # window); under load a window update can let one more edge through. Most bytes stay stuck.
-    [[ $output =~ burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back\ nudge:\ sent\ 1\ more\ byte,\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\) ]]
+    [[ $output =~ et-no-drain:\ burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back\ nudge:\ sent\ 1\ more\ byte,\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\) ]]
     [ "${BASH_REMATCH[1]}" -lt 1048576 ]
     [ "${BASH_REMATCH[2]}" -lt 524288 ]
     # lt and et closed their connection; et-no-drain usually never saw the FIN (1 open),

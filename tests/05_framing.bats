@@ -80,6 +80,48 @@ proxy() {
     [[ $output == *"client: 1 message sent, 1 reply, all intact"* ]]
 }
 
+# leftover_then BODY_BYTES: one connection sends, in a first write, a whole
+# 150-byte frame "a..." then the header of a BODY_BYTES frame "b..." (21 to
+# 65535 bytes) with the first 20 bytes of its body; and, once the server has
+# read that (its 256-byte input buffer now holds 45 unread bytes behind 175
+# consumed ones), the rest of the body in a second write. The server echoes
+# raw frames byte for byte: the reply must be exactly what was sent.
+leftover_then() {
+    local a b20 rest size first
+    a=$(printf 'a%.0s' {1..150})
+    b20=$(printf 'b%.0s' {1..20})
+    rest=$(printf 'b%.0s' $(seq $(($1 - 20))))
+    size=$(printf '\\x%02x\\x%02x' $(($1 >> 8)) $(($1 & 255)))
+    first="\x00\x00\x00\x00\x96\x00\x00\x00\x00${Z16}${a}\x00\x00\x00${size}\x00\x00\x00\x00${Z16}${b20}"
+    start_server server "$(bin $L server)" --port 0 -v
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf "$first" >&"$fd"
+    wait_until 5 server_read_all "$PORT" 1
+    wait_until 5 grep -qE '^server: recv fd=[0-9]+ -> 220 bytes \(220 buffered\)$' "$T/server.err"
+    printf '%s' "$rest" >&"$fd"
+    printf "$first%s" "$rest" >"$T/expected"
+    # dd bs=1 writes each byte as it comes: what arrived is kept even on a timeout
+    timeout 5 dd bs=1 count="$(stat -c %s "$T/expected")" status=none <&"$fd" >"$T/reply" ||
+        echo "no whole reply within 5 s"
+    exec {fd}>&-
+}
+
+@test "buffer: a partial frame left behind a consumed one is intact after compaction moves it to the front" {
+    # 80 more bytes: 36 fit at the end, 44 do not; 125 unread fit in 256 once moved to the front
+    leftover_then 100
+    cmp "$T/expected" "$T/reply"
+    # and the bytes came as planned: the second read found the 45 left over
+    grep -qE '^server: recv fd=[0-9]+ -> 80 bytes \(125 buffered\)$' "$T/server.err"
+}
+
+@test "buffer: a partial frame left behind a consumed one is intact after the buffer grows" {
+    # 980 more bytes: 1025 unread do not fit in 256 even at the front, the buffer grows
+    leftover_then 1000
+    cmp "$T/expected" "$T/reply"
+    # and the bytes came as planned: the second read found the 45 left over
+    grep -qE '^server: recv fd=[0-9]+ -> 980 bytes \(1025 buffered\)$' "$T/server.err"
+}
+
 @test "compressed round trip: text, random bytes and a repetitive 10 MiB body" {
     start_server server "$(bin $L server)" --port 0 -v
     for args in "--pattern text --body-bytes 1048576" "--pattern random --body-bytes 1048576" \
@@ -137,6 +179,12 @@ bad_frame() {
 
 @test "protocol error: compress_size over 10 MiB with flags 1" {
     bad_frame "\x01\x00\x00\x00\x05\x00\xa0\x00\x01${Z16}" 'compress_size over 10 MiB'
+}
+
+@test "protocol error: a bad header closes the connection at once, before the body it announces" {
+    # flags 2 and a 1000-byte body announced, none of it sent: the header
+    # alone is enough to refuse the frame; waiting for the body would wait forever
+    bad_frame "\x02\x00\x00\x03\xe8\x00\x00\x00\x00${Z16}" 'bad flags \(not 0 or 1\)'
 }
 
 @test "protocol error: a corrupt LZ4 body (match offset 0)" {

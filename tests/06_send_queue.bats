@@ -48,6 +48,52 @@ partial_writes() {
     grep -q 'client: 3200 messages sent, 3200 replies, all intact' "$T/flood.out"
 }
 
+@test "reading resumes only at the low-water mark, so each pause drains high minus low before the next" {
+    # 4 MB of replies through a 4 KiB send buffer to a reader taking 8 MB/s:
+    # the queue rises and falls across the marks (256 KiB and 64 KiB) many times.
+    start_server server "$(bin $L server)" --sndbuf 4096 --high-water 262144 --low-water 65536 --port 0
+    run timeout 60 "$(bin tools slowreader)" --port "$PORT" --send 60 --size 65536 \
+        --read-rate 8000000 --expect 60 --read-for 30
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"slowreader: received 60 messages"*"all intact"* ]]
+    paused=$(grep -c 'reading paused' "$T/server.err" || true)
+    resumed=$(sed -n 's/.*: \([0-9]*\) bytes queued <= low-water 65536: reading resumed$/\1/p' "$T/server.err")
+    echo "reading paused $paused times; bytes queued at each resume:" $resumed
+    [ -n "$resumed" ]
+    for q in $resumed; do
+        [ "$q" -le 65536 ]
+    done
+    # Hysteresis: from one pause to the next the queue drains at least
+    # 262144 - 65536 bytes, and 60 replies of 65561 bytes pass through it.
+    [ "$paused" -le $((60 * 65561 / (262144 - 65536) + 1)) ]
+}
+
+@test "messages left in the input buffer when reading paused are answered on resume, though the client sends nothing more" {
+    # Lines framing, so that bash can be the client. A 400 kB line and five
+    # small ones in one write: the server reads them all, and its echo of the
+    # big line (through a 4 KiB send buffer, to a client not reading yet)
+    # passes the high-water mark; the small lines wait in c->in. Nothing more
+    # arrives, so only the resume itself can answer them.
+    start_server server "$(bin $L server)" --framing lines --max-line 500000 --sndbuf 4096 \
+        --high-water 100000 --low-water 20000 --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    {
+        head -c 400000 /dev/zero | tr '\0' x
+        printf '\r\n'
+        for i in 1 2 3 4 5; do printf 'small %d\r\n' "$i"; done
+    } >"$T/request"
+    cat "$T/request" >&"$fd"
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    n=$(stat -c %s "$T/request")
+    rc=0
+    timeout 5 head -c "$n" <&"$fd" >"$T/echo" || rc=$?
+    echo "sent $n bytes, received $(stat -c %s "$T/echo") (head: status $rc); the last lines back:"
+    tail -c 60 "$T/echo" | tr -d '\r'
+    cmp "$T/request" "$T/echo"
+    grep -q 'reading resumed' "$T/server.err"
+}
+
 @test "broadcast: a never-reading member is closed for output cap; three others get every message in order" {
     start_server server "$(bin $L server)" --service broadcast --port 0
     start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
@@ -97,6 +143,19 @@ partial_writes() {
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: stale output \([0-9]+ bytes queued, no progress for [0-9]+ ms\)$' "$T/server.err"
 }
 
+@test "stale output spares a slow reader that keeps reading: every send from the queue restarts its clock" {
+    # 4 MB of replies through a 4 KiB send buffer to a reader taking 2 MB/s:
+    # the queue stays non-empty for about 2 s, four times --stale-ms, but it moves.
+    start_server server "$(bin $L server)" --sndbuf 4096 --stale-ms 500 --stale-check-ms 100 --port 0
+    run timeout 60 "$(bin tools slowreader)" --port "$PORT" --send 60 --size 65536 \
+        --read-rate 2000000 --expect 60 --read-for 30
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"slowreader: received 60 messages"*"all intact"* ]]
+    grep -q 'reading paused' "$T/server.err" # the queue was long (over 1 MiB) at some point
+    refute grep -q 'closed: stale output' "$T/server.err"
+}
+
 @test "EPOLLOUT is armed only while output is queued: one on and one off per episode, none when writes are whole" {
     start_server server "$(bin $L server)" --port 0 -v
     run client --port "$PORT" --pingpong --repeat 100 --quiet hello
@@ -114,16 +173,41 @@ partial_writes() {
     [ "$on" -ge 1 ] && [ "$on" -eq "$off" ]
 }
 
-@test "no EPOLLOUT spin: 20 idle connections and one stuck reader cost well under 100 ms of CPU in 2 s" {
+@test "no spin: 20 idle connections and a stuck reader (reading paused, output queued) cost well under 100 ms of CPU in 2 s" {
     start_server server "$(bin $L server)" --port 0
     server=$PID
     for i in $(seq 20); do exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"; done
     start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2048 --size 4096 --read-for 10
     wait_until 10 grep -q 'reading paused' "$T/server.err"
     before=$(cpu_ms "$server")
-    sleep 2 # a measurement window: a server spinning on EPOLLOUT would burn it
+    # a measurement window: a server spinning on EPOLLOUT, or on EPOLLIN for
+    # the requests it does not read while reading is paused, would burn it
+    sleep 2
     spent=$(($(cpu_ms "$server") - before))
     echo "server CPU over 2 s with a stuck reader: $spent ms"
+    [ "$spent" -lt 100 ]
+}
+
+@test "no EPOLLOUT spin after a drain: a connection idle once its queue emptied costs well under 100 ms of CPU in 2 s" {
+    # Lines framing, so that bash can be the client; a 4 KiB send buffer, so
+    # that the 200 kB echo is queued, then drained as we read it. The
+    # connection stays open and idle, its socket writable.
+    start_server server "$(bin $L server)" --framing lines --max-line 300000 --sndbuf 4096 --port 0 -v
+    server=$PID
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    {
+        head -c 200000 /dev/zero | tr '\0' x
+        printf '\r\n'
+    } >"$T/line"
+    cat "$T/line" >&"$fd"
+    timeout 10 head -c 200002 <&"$fd" >"$T/echo"
+    cmp "$T/line" "$T/echo"
+    grep -q 'queueing the rest' "$T/server.err" # the queue was used
+    wait_until 10 grep -q 'from the queue (0 left)' "$T/server.err"
+    before=$(cpu_ms "$server")
+    sleep 2 # a measurement window: EPOLLOUT left on would report the idle socket on every turn
+    spent=$(($(cpu_ms "$server") - before))
+    echo "server CPU over 2 s with one idle connection after its queue drained: $spent ms"
     [ "$spent" -lt 100 ]
 }
 
@@ -163,6 +247,39 @@ threads_many_clients() {
     threads_many_clients tsan "$TSAN_ROOT/$L/server"
 }
 
+# frames_from FD N: the server's trace shows at least N whole frames read on FD.
+frames_from() { [ "$(grep -c "^server: frame complete fd=$1: " "$T/server.err")" -ge "$2" ]; }
+
+@test "threads: a late reply for a closed connection is dropped, not sent to the next client on its fd (generation check)" {
+    # One worker, kept busy by A's 10 LZ4 bodies of 10 MiB (each decompressed
+    # and compressed again). A is killed while the worker is at it; B connects,
+    # is given A's fd number, and A's replies come back after that.
+    start_server server "$(bin $L server)" --threads 1 --port 0 -v
+    # A's first message is small: its reply comes at once and A leaves it
+    # unread, so that killing A sends a reset and the server frees the fd now
+    # (after a plain end of stream it would wait for A's replies).
+    start_bg a "$ROOT/$L/client" --port "$PORT" --compress --pause-ms 60000 \
+        --body-bytes 10485760 --pattern repeat --repeat 10 --quiet small
+    a=$PID
+    wait_until 10 grep -q '^server: accept fd=' "$T/server.err"
+    fd=$(sed -n 's/^server: accept fd=\([0-9]*\) .*/\1/p' "$T/server.err" | head -n 1)
+    wait_until 20 frames_from "$fd" 20 # every request of A is with the worker
+    wait_until 20 grep -q "^server: send fd=$fd <- " "$T/server.err" # A has the small reply
+    kill -KILL "$a"
+    wait_until 10 grep -q "^server: close fd=$fd " "$T/server.err"
+    # B checks every reply against its own requests, and waits for them as
+    # long as the worker needs (A's work comes first)
+    run timeout 60 "$(bin tools slowreader)" --port "$PORT" --send 5 --size 1000 --expect 5 --read-for 50
+    echo "B: $output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"slowreader: received 5 messages"*"all intact"* ]]
+    # the condition was forced: B had A's fd number, and a reply of A's came back during B's turn
+    [ "$(grep -c "^server: accept fd=$fd " "$T/server.err")" -eq 2 ]
+    awk -v fd="$fd" 'index($0, "server: accept fd=" fd " ") == 1 { n++ }
+        n == 2 && index($0, "server: reply for fd=" fd " generation 1 dropped") == 1 { late++ }
+        END { exit late == 0 }' "$T/server.err"
+}
+
 fairness() {
     start_server server "$(bin $L server)" --mode "$1" --port 0
     start_bg flood "$(bin $L client)" --port "$PORT" --body-bytes 1048576 --repeat 200 --quiet
@@ -177,6 +294,38 @@ fairness() {
 
 @test "fairness (et, read and write budgets): while one client floods, another's 100 ping-pongs complete" {
     fairness et
+}
+
+# both_waiting: two connections to the server, each with over 100 kB unread in its receive queue.
+both_waiting() {
+    [ "$(ss -tnH state established "( sport = :$PORT )" | awk '$1 > 100000' | wc -l)" -eq 2 ]
+}
+
+@test "fairness (et read budget): of two flooders ready at once, the second is read before the first has had 512 KiB" {
+    # The server is stopped (SIGSTOP) while two clients connect and fill its
+    # receive queues and their own send buffers (6.5 MB each, replies unread);
+    # when it runs again, both are ready in the same wake-up, with megabytes
+    # behind them. The 4 KiB send buffer makes replies pile up in the queue.
+    start_server server "$(bin $L server)" --mode et --sndbuf 4096 --port 0 -v
+    server=$PID
+    kill -STOP "$server"
+    for c in a b; do
+        start_bg "flood-$c" "$ROOT/$L/client" --port "$PORT" --pause-ms 60000 --body-bytes 65536 --repeat 100 --quiet
+    done
+    wait_until 10 both_waiting
+    kill -CONT "$server"
+    wait_until 10 grep -q '^server: accept fd=.* (2 connections)$' "$T/server.err"
+    mapfile -t fds < <(sed -n 's/^server: accept fd=\([0-9]*\) .*/\1/p' "$T/server.err")
+    wait_until 10 grep -q "^server: recv fd=${fds[0]} " "$T/server.err"
+    wait_until 10 grep -q "^server: recv fd=${fds[1]} " "$T/server.err"
+    # what was read from the connection served first, before the other's first read
+    ahead=$(awk '/^server: recv fd=[0-9]+ -> [0-9]+ bytes/ {
+        if (first == "") first = $3
+        if ($3 != first) exit
+        n += $5
+    } END { print n }' "$T/server.err")
+    echo "read from one flooder before the other's first read: $ahead bytes (READ_BUDGET_BYTES: 262144)"
+    [ "$ahead" -lt 524288 ]
 }
 
 @test "bad --service, --threads and watermark values get a one-line error and exit 2" {

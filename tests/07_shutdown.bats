@@ -79,8 +79,12 @@ rst_loses_the_tail() {
     kill -TERM "$server"
     at_eof 7 # our end of stream: the server's FIN
     at_eof 8
-    # it lingers for our FINs, and accepts nobody meanwhile
-    kill -0 "$server"
+    # it lingers for our FINs, and accepts nobody meanwhile; it still answers
+    # SIGUSR1 with both connections open (kill -0 would not do: a child that
+    # exited stays a zombie until waited for)
+    lingering=$(stats "$server")
+    echo "$lingering"
+    [ "$(counter open "$lingering")" -eq 2 ]
     run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
     [ "$status" -ne 0 ]
     exec 7<&- 8<&- # our FINs: now it can finish
@@ -114,6 +118,54 @@ rst_loses_the_tail() {
     [ "$(counter closed_stop_deadline "$line")" -eq 1 ]
     [ "$(counter msgs_dropped "$line")" -gt 0 ]
     [ $(($(counter msgs_sent "$line") + $(counter msgs_dropped "$line"))) -eq "$(counter msgs_queued "$line")" ]
+}
+
+@test "SIGTERM with replies queued: the server flushes them all, then sends its FIN" {
+    # a 4 KiB send buffer and a client reading 100 kB/s: most of the 30 replies
+    # (300 kB) wait in the server's own queue when the stop begins
+    start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --stop-timeout-ms 30000 -v
+    server=$PID
+    start_bg reader "$(bin tools slowreader)" --port "$PORT" --send 30 --size 10000 \
+        --read-rate 100000 --read-for 60
+    reader=$PID
+    wait_until 10 bash -c "[ \$(grep -c 'frame complete' '$T/server.err') -eq 30 ]"
+    line=$(stats "$server")
+    echo "before SIGTERM: $line"
+    [ "$(counter msgs_in "$line")" -eq 30 ]
+    [ "$(counter msgs_pending "$line")" -gt 0 ] # the condition: replies still queued
+    kill -TERM "$server"
+    wait_exit "$reader" 60
+    # slowreader checks every byte; its end of stream comes after the 30th reply
+    [ "$(cat "$T/reader.out")" = "slowreader: server closed the connection after 30 messages" ]
+    wait_exit "$server" 10
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter msgs_sent "$line")" -eq 30 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter closed_stop "$line")" -eq 1 ]
+}
+
+@test "--threads 2: SIGTERM while workers hold replies: they are delivered before the connection ends" {
+    start_server server "$(bin $L server)" --port 0 --threads 2 --stop-timeout-ms 30000 -v
+    server=$PID
+    # 4 LZ4 messages of 10 MiB each: a worker needs a good part of a second for each
+    start_bg client "$(bin $L client)" --port "$PORT" --quiet --compress --pattern repeat \
+        --body-bytes 10485760 --repeat 4
+    client=$PID
+    wait_until 30 bash -c "[ \$(grep -c 'frame complete' '$T/server.err') -eq 4 ]"
+    kill -TERM "$server"
+    wait_exit "$client" 60
+    grep -q '^client: 4 messages sent, 4 replies, all intact ' "$T/client.out"
+    wait_exit "$server" 10
+    # the condition: at least one reply left the server after the stop began
+    sent_after=$(sed -n '/stopping gracefully/,$p' "$T/server.err" | grep -c '^server: send fd=') || true
+    echo "replies sent after SIGTERM: $sent_after"
+    [ "$sent_after" -ge 1 ]
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter msgs_in "$line")" -eq 4 ]
+    [ "$(counter msgs_sent "$line")" -eq 4 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
 }
 
 @test "a second SIGTERM during the stop ends it at once (still exit 0)" {
@@ -156,6 +208,36 @@ rst_loses_the_tail() {
     [ "$status" -eq 0 ]
     [[ $output == *"client: 4 messages sent, 4 replies, all intact"* ]]
     refute grep -q 'idle for' "$T/server.err"
+}
+
+@test "linger timeout: a peer that never answers the idle close's FIN is closed after --linger-ms" {
+    start_server server "$(bin $L server)" --port 0 --idle-ms 300 --linger-ms 500
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof 7 # the idle close's FIN; we keep our side open and never send ours
+    wait_until 10 grep -qE '^server: 127\.0\.0\.1:[0-9]+: no FIN within 500 ms of ours: closing$' \
+        "$T/server.err"
+    line=$(stats "$PID")
+    echo "$line"
+    [ "$(counter open "$line")" -eq 0 ]
+    [ "$(counter closed_linger_timeout "$line")" -eq 1 ]
+    [ "$(counter closed_idle "$line")" -eq 0 ]
+    exec 7<&-
+}
+
+@test "backpressure is not a slowloris: a client paused at the high-water mark outlives --frame-ms" {
+    # --stale-ms 60000: only the frame deadline (500 ms) could close it within 3 s
+    start_server server "$(bin $L server)" --port 0 --frame-ms 500 --stale-ms 60000
+    server=$PID
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2000 --size 4096 \
+        --read-for 3
+    lazy=$PID
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    wait_exit "$lazy" 20
+    grep -qE '^slowreader: never read; still open after [0-9.]+ s$' "$T/lazy.out"
+    refute grep -q 'a message took over' "$T/server.err"
+    line=$(stats "$server")
+    echo "$line"
+    [ "$(counter closed_frame_timeout "$line")" -eq 0 ]
 }
 
 @test "SIGUSR1 prints consistent counters and the server goes on serving" {
