@@ -37,6 +37,17 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     [ "$(grep -cE '^server: recv fd=[0-9]+ -> (1024|928) bytes$' "$T/server-lt.err")" -eq 4 ]
 }
 
+@test "et: a client that went quiet after its echo does not hold up the next one (non-blocking sockets)" {
+    start_server server "$(bin $L server)" --mode et --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    # the drain's last recv on a's socket must say EAGAIN, not sleep until a writes again
+    echo_on "$a" "a, then quiet"
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$b" "b, while a is quiet"
+    echo_on "$a" "a again"
+    exec {a}>&- {b}>&-
+}
+
 @test "et-no-drain leaves bytes undelivered until the client writes again" {
     burst et-no-drain 10000 --read-bytes 1024
     # one edge, one read: 1024 bytes echoed, 8976 stuck in the server's kernel
@@ -93,6 +104,19 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     grep -qE '^server: fd=[0-9]+: all sent: EPOLLIN on$' "$T/server.err"
 }
 
+@test "lt: an idle connection wakes the loop no more (no EPOLLOUT while nothing is pending)" {
+    start_server server "$(bin $L server)" --mode lt --port 0 -v
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" hello
+    before=$(grep -c '^server: epoll_wait -> ' "$T/server.err")
+    sleep 0.5 # a measurement window: an idle socket watched for EPOLLOUT would wake the loop all through it
+    after=$(grep -c '^server: epoll_wait -> ' "$T/server.err")
+    echo "epoll_wait returned $before times before the window, $after after"
+    [ "$after" -eq "$before" ]
+    echo_on "$a" "still served"
+    exec {a}>&-
+}
+
 @test "200 concurrent clients each get their 64 KiB back identical, in lt and et" {
     for mode in lt et; do
         start_server "s-$mode" "$(bin $L server)" --mode "$mode" --port 0
@@ -116,6 +140,26 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     wait_until 10 grep -q 'sent 2097152 of' "$T/hog.err"
     { kill -KILL "$PID" && wait "$PID"; } 2>/dev/null || true
     echo_on "$a" after
+}
+
+@test "an epoll_ctl failure for one connection closes that connection only" {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+    # strace starts the server and makes its 3rd epoll_ctl fail with ENOSPC,
+    # as past fs.epoll.max_user_watches: the 1st adds the listener, the 2nd
+    # client a, the 3rd client b.
+    start_traced server -qq -o "$T/strace.log" -e trace=epoll_ctl -e inject=epoll_ctl:error=ENOSPC:when=3 \
+        -- "$(bin $L server)" --mode lt --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" first # a is watched before b connects
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof "$b"
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: epoll_ctl: No space left on device$' "$T/server.err"
+    echo_on "$a" "still served"
+    exec {c}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$c" newcomer
+    exec {a}>&- {b}>&- {c}>&-
 }
 
 @test "under ulimit -n 16 extra clients are closed cleanly and newcomers served later" {

@@ -259,17 +259,12 @@ rst_loses_the_tail() {
 
 @test "pipelined requests are answered with one send per read (batching), not one per reply" {
     command -v strace >/dev/null || skip "strace is not installed"
-    # strace starts the server (no attaching: ptrace may be restricted); the
-    # shell in between writes the server's PID before it becomes the server
-    # LeakSanitizer cannot run under ptrace: no leak check here (the other tests do it)
-    export ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}"
-    start_server server strace -f -e trace=sendmsg,sendto,write -o "$T/strace.log" \
-        bash -c "echo \$\$ >'$T/server.pid' && exec '$(bin $L server)' --port 0"
+    start_traced server -f -e trace=sendmsg,sendto,write -o "$T/strace.log" -- "$(bin $L server)" --port 0
     # --one-write: 100 messages in one send(), so they arrive in one or a few reads
     run timeout 20 "$(bin $L client)" --port "$PORT" --quiet --one-write --repeat 100 ping
     [ "$status" -eq 0 ]
     [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
-    kill -TERM "$(cat "$T/server.pid")" # a graceful stop; strace then exits by itself
+    kill -TERM "$TRACED_PID" # a graceful stop; strace then exits by itself
     wait_exit "$PID" 10
     sends=$(grep -cE 'sendto\(|sendmsg\(' "$T/strace.log")
     echo "server send calls for 100 replies: $sends"

@@ -276,3 +276,24 @@ server_read_all() {
     rows=$(ss -tnH state established "( sport = :$1 )" | awk '{ n++; q += $1 } END { print n + 0, q + 0 }')
     [ "$rows" = "$2 0" ]
 }
+
+# start_traced NAME STRACE_OPTION... -- CMD...: start_server NAME with CMD
+# started by strace (not attached to: ptrace may be restricted). Sets PORT,
+# PID (strace's) and TRACED_PID (CMD's own, written by the shell in between
+# before it becomes CMD). strace holds SIGTERM while it traces, so teardown
+# stops CMD first; stopping only strace would leave CMD running.
+# LeakSanitizer cannot run under ptrace: the test runs without leak checks.
+start_traced() {
+    local name=$1 opts=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        opts+=("$1")
+        shift
+    done
+    shift
+    export ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}"
+    start_server "$name" strace "${opts[@]}" bash -c 'echo $$ >"$0" && exec "$@"' "$T/$name.pid" "$@" ||
+        return 1
+    TRACED_PID=$(cat "$T/$name.pid")
+    STARTED=("$TRACED_PID" "${STARTED[@]}")
+}
