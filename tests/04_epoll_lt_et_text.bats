@@ -165,15 +165,19 @@ event_after_all_sent() {
     [ $((back + recvq + sendq)) -eq 1048578 ]
 }
 
-@test "./run burst: lt and et echo the whole MiB; et-no-drain strands most of it, even after the nudge" {
+@test "./run burst: lt and et echo the whole MiB; et-no-drain strands part of it, even after the nudge" {
     doc_cmd 04_epoll_lt_et.md './run burst'
     [ "$status" -eq 0 ]
     [ "$(grep -c 'burst: sent 1048576 bytes in one write, 1048576 came back nudge: sent 1 more byte, 1 more came back (1048577 of 1048577 in all)' <<<"$output")" -eq 2 ]
-    # The nudge usually brings nothing back (the stranded bytes have closed the receive
-    # window); under load a window update can let one more edge through. Most bytes stay stuck.
+    # How many edges et-no-drain sees while the megabyte streams in depends on timing
+    # (two 64 KiB reads on an idle machine, more under load: the text says so), and the
+    # nudge usually brings nothing back (the stranded bytes have closed the receive
+    # window; under load a window update can let one more edge through). What always
+    # holds: part of the megabyte never comes back.
     [[ $output =~ et-no-drain:\ burst:\ sent\ 1048576\ bytes\ in\ one\ write,\ ([0-9]+)\ came\ back\ nudge:\ sent\ 1\ more\ byte,\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\) ]]
+    echo "et-no-drain: ${BASH_REMATCH[1]} came back from the burst, ${BASH_REMATCH[2]} in all"
     [ "${BASH_REMATCH[1]}" -lt 1048576 ]
-    [ "${BASH_REMATCH[2]}" -lt 524288 ]
+    [ "${BASH_REMATCH[2]}" -lt 1048577 ]
     # lt and et closed their connection; et-no-drain usually never saw the FIN (1 open),
     # but a late echo that reaches the client after it stopped reading makes its close a
     # reset, which the server does see (0 open). The text says both.
