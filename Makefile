@@ -52,8 +52,12 @@ sanitize-thread:
 	    EXTRA_CFLAGS='$(TSAN_FLAGS)' OUT=$(CURDIR)/$(TSAN_DIR)/$$d \
 	    $(CURDIR)/$(TSAN_DIR)/$$d/server || exit 1; done
 
+# TEST_JOBS: suite files run at once (tests wait on sockets and timers far
+# more than they compute; 2 suits a 2-core machine).
+TEST_JOBS ?= 2
 test: all sanitize sanitize-thread
-	@TSAN_ROOT=$(CURDIR)/$(TSAN_DIR) tests/run_suites --bats-version $(BATS_VERSION) --bin $(SAN_DIR) $(SUITE)
+	@TSAN_ROOT=$(CURDIR)/$(TSAN_DIR) tests/run_suites --bats-version $(BATS_VERSION) \
+	  --jobs $(TEST_JOBS) --bin $(SAN_DIR) $(SUITE)
 
 # mutants: every mutant in tests/mutants must turn its suites red (tests/run_mutants).
 MUTANT_JOBS ?= 2

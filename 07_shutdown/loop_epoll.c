@@ -122,7 +122,8 @@ void loop_epoll(struct server *s)
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
             if (c == NULL) {
-                server_accept(s, on_new, NULL);
+                if (s->listen_fd != -1) /* closed by a stop earlier in this batch */
+                    server_accept(s, on_new, NULL, false);
                 continue;
             }
             if ((void *)c == (void *)&workers_tag) {
@@ -130,14 +131,20 @@ void loop_epoll(struct server *s)
                 continue;
             }
             if ((void *)c == (void *)&signal_tag) {
-                server_on_signal(s);
+                if (server_on_signal(s)) {
+                    /* The kernel has completed the handshakes of the
+                     * connections in the accept queue; closing the
+                     * listener would reset them. Take them in first: the
+                     * stop then ends them like the others, with a FIN. */
+                    server_accept(s, on_new, NULL, true);
+                    server_begin_stop(s);
+                }
                 continue;
             }
             trace_events(c->fd, events[i].events);
             dispatch(s, c, events[i].events);
         }
         server_serve_more(s);
-        server_check_stale(s);
         server_run_timers(s);
         /* Only now, with no event of this turn left to name them. */
         server_close_marked(s);

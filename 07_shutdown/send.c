@@ -51,7 +51,7 @@ void conn_mark_closing(struct server *s, struct conn *c, enum close_reason why)
     s->closing = c;
     /* Free the queues now: a capped connection must not hold its memory
      * until the end of the turn. */
-    buf_free(&c->in);
+    conn_drop_input(s, c);
     buf_free(&c->out);
 }
 
@@ -113,7 +113,10 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     size_t total = prefix_len + body_len + suffix_len;
     size_t queued = buf_readable(&c->out);
     size_t sent = 0;
-    bool collect = c->batching && total <= BATCH_REPLY_BYTES && queued + total <= BATCH_MAX_BYTES;
+    /* Collect only what the output cap allows: a queue EPOLLOUT is waiting
+     * for is a backlog, and the cap holds for it whichever way a reply comes. */
+    bool collect = c->batching && total <= BATCH_REPLY_BYTES && queued + total <= BATCH_MAX_BYTES &&
+                   queued + total <= s->cfg.output_cap_bytes;
     if (!collect && c->batching && queued > 0 && !(c->events & EPOLLOUT)) {
         /* A big reply in a batch: what was collected goes first. */
         conn_flush(s, c);
@@ -150,7 +153,6 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
         }
         trace("send fd=%d <- %zu of %zu bytes (direct), queueing the rest", c->fd, sent, total);
         conn_count_sent(s, c, sent);
-        c->out_progress_ms = s->now_ms; /* the stale clock starts now */
     } else if (queued + total > s->cfg.output_cap_bytes) {
         /* Scenario 1: the peer is not keeping up. An empty queue takes any
          * one message (up to 10 MiB); a non-empty one may not pass the cap. */
@@ -162,8 +164,8 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     }
     if (collect || queued > 0)
         c->out_queued_total += total;
-    if (queued == 0)
-        c->out_progress_ms = s->now_ms;
+    if (queued == 0) /* the queue begins: the stale clock starts now */
+        timer_start(&s->stale_timers, &c->stale, s->now_ms);
     /* Queue what the kernel did not take, part by part. */
     const uint8_t *parts[3] = {prefix, body, suffix};
     size_t lens[3] = {prefix_len, body_len, suffix_len};
@@ -220,10 +222,12 @@ void conn_flush(struct server *s, struct conn *c)
     if (buf_readable(&c->out) < before) {
         trace("send fd=%d <- %zu bytes from the queue (%zu left)", c->fd,
               before - buf_readable(&c->out), buf_readable(&c->out));
-        c->out_progress_ms = s->now_ms;
+        timer_start(&s->stale_timers, &c->stale, s->now_ms); /* it moved: start over */
     }
-    if (buf_readable(&c->out) == 0)
+    if (buf_readable(&c->out) == 0) {
+        timer_stop(&c->stale);
         buf_release_if_big(&c->out, KEEP_OUTPUT_BYTES);
+    }
 }
 
 void conn_update(struct server *s, struct conn *c)
@@ -250,13 +254,19 @@ void conn_update(struct server *s, struct conn *c)
                 queued, s->cfg.high_water_bytes);
     } else if (c->reading_paused && queued <= s->cfg.low_water_bytes) {
         c->reading_paused = false;
-        fprintf(stderr, "server: %s: %zu bytes queued <= low-water %zu: reading resumed\n", c->peer,
-                queued, s->cfg.low_water_bytes);
+        if (c->state == CONN_OPEN) /* DRAINING only decodes what it holds */
+            fprintf(stderr, "server: %s: %zu bytes queued <= low-water %zu: reading resumed\n",
+                    c->peer, queued, s->cfg.low_water_bytes);
         conn_decode(s, c); /* messages that arrived meanwhile wait in c->in */
         if (c->closing)
             return;
         queued = buf_readable(&c->out) + c->inflight_bytes;
     }
+    /* The time bound: over the high-water mark for --slow-ms, and it goes. */
+    if (queued <= s->cfg.high_water_bytes)
+        timer_stop(&c->slow);
+    else if (!timer_running(&c->slow))
+        timer_start(&s->slow_timers, &c->slow, s->now_ms);
     uint32_t ev = 0;
     /* DRAINING reads nothing more; LINGERING reads only to discard. */
     if ((c->state == CONN_OPEN && !c->reading_paused && !c->read_eof) || c->state == CONN_LINGERING)
@@ -303,27 +313,5 @@ void server_serve_more(struct server *s)
         if (!c->closing)
             conn_on_readable(s, c);
         conn_update(s, c);
-    }
-}
-
-void server_check_stale(struct server *s)
-{
-    long long now = s->now_ms;
-    if (now < s->next_stale_check_ms)
-        return;
-    s->next_stale_check_ms = now + s->cfg.stale_check_ms;
-    /* Scenario 2: output that sits in a queue without moving means a peer
-     * that stopped reading (or vanished without a word). */
-    for (int fd = 0; fd <= s->max_fd; fd++) {
-        struct conn *c = s->conns[fd];
-        if (c == NULL || c->closing || buf_readable(&c->out) == 0)
-            continue;
-        if (now - c->out_progress_ms > s->cfg.stale_ms) {
-            fprintf(
-                stderr,
-                "server: %s: closed: stale output (%zu bytes queued, no progress for %lld ms)\n",
-                c->peer, buf_readable(&c->out), now - c->out_progress_ms);
-            conn_mark_closing(s, c, CLOSE_STALE);
-        }
     }
 }

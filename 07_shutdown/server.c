@@ -47,7 +47,9 @@
 #define DEFAULT_LOW_WATER_BYTES  (256u << 10)
 #define DEFAULT_OUTPUT_CAP_BYTES (2u << 20)
 #define DEFAULT_STALE_MS         3000
-#define DEFAULT_STALE_CHECK_MS   1000
+/* A queue may stay over the high-water mark this long: enough for a whole
+ * 10 MiB reply at 3 Mbit/s, like the frame timer below for a request. */
+#define DEFAULT_SLOW_MS 30000
 #define DEFAULT_MAX_LINE_BYTES   1024
 /* Lesson 7's timeouts. Idle: a minute of silence. Frame: a whole message,
  * header and body, within 30 s of its first byte (a 10 MiB body at 3 Mbit/s).
@@ -81,7 +83,7 @@ static void usage(FILE *out)
             "  --low-water B      read it again at B bytes queued or less (%u)\n"
             "  --output-cap B     close a client whose queue would pass B bytes (%u)\n"
             "  --stale-ms MS      close a client whose queue made no progress for MS ms (%d)\n"
-            "  --stale-check-ms MS  how often to look for stale queues (%d)\n"
+            "  --slow-ms MS       close a client whose queue stays over --high-water MS ms (%d)\n"
             "  --nodelay on|off   TCP_NODELAY (default on: no Nagle delay for replies)\n"
             "  --threads N        handle messages on N worker threads (echo; default 0)\n"
             "  --idle-ms MS       close a connection quiet for MS ms, gracefully (%d; 0: never)\n"
@@ -95,8 +97,8 @@ static void usage(FILE *out)
             "Prints 'listening on HOST:PORT' first. SIGINT/SIGTERM: a graceful stop (exit 0;\n"
             "a second signal stops at once). SIGUSR1 prints the counters.\n",
             DEFAULT_MAX_LINE_BYTES, DEFAULT_RECORD_BYTES, DEFAULT_HIGH_WATER_BYTES,
-            DEFAULT_LOW_WATER_BYTES, DEFAULT_OUTPUT_CAP_BYTES, DEFAULT_STALE_MS,
-            DEFAULT_STALE_CHECK_MS, DEFAULT_IDLE_MS, DEFAULT_FRAME_MS, DEFAULT_LINGER_MS,
+            DEFAULT_LOW_WATER_BYTES, DEFAULT_OUTPUT_CAP_BYTES, DEFAULT_STALE_MS, DEFAULT_SLOW_MS,
+            DEFAULT_IDLE_MS, DEFAULT_FRAME_MS, DEFAULT_LINGER_MS,
             DEFAULT_STOP_MS);
 }
 
@@ -113,7 +115,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {"low-water", required_argument, NULL, 'w'},
         {"output-cap", required_argument, NULL, 'C'},
         {"stale-ms", required_argument, NULL, 'T'},
-        {"stale-check-ms", required_argument, NULL, 'K'},
+        {"slow-ms", required_argument, NULL, 'K'},
         {"nodelay", required_argument, NULL, 'N'},
         {"threads", required_argument, NULL, 't'},
         {"idle-ms", required_argument, NULL, 'I'},
@@ -180,9 +182,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
             cfg->output_cap_bytes = (size_t)parse_number("--output-cap", optarg, 1, 1L << 31);
             break;
         case 'T': cfg->stale_ms = (int)parse_number("--stale-ms", optarg, 1, 3600000); break;
-        case 'K':
-            cfg->stale_check_ms = (int)parse_number("--stale-check-ms", optarg, 1, 3600000);
-            break;
+        case 'K': cfg->slow_ms = (int)parse_number("--slow-ms", optarg, 1, 3600000); break;
         case 't': cfg->threads = (int)parse_number("--threads", optarg, 0, 64); break;
         case 'I': cfg->idle_ms = (int)parse_number("--idle-ms", optarg, 0, 86400000); break;
         case 'F': cfg->frame_ms = (int)parse_number("--frame-ms", optarg, 0, 86400000); break;
@@ -219,21 +219,43 @@ static void parse_args(int argc, char **argv, struct config *cfg)
     }
 }
 
+const char ERR_NO_MEMORY[] = "out of memory";
+static const char *fail_alloc_sites; /* SERVER_FAIL_ALLOC, read once before any thread starts */
+
+bool alloc_may_fail(const char *site)
+{
+    if (fail_alloc_sites == NULL)
+        return false;
+    size_t n = strlen(site);
+    for (const char *p = strstr(fail_alloc_sites, site); p != NULL; p = strstr(p + 1, site))
+        if ((p == fail_alloc_sites || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return true;
+    return false;
+}
+
 /* ---- the connection table: conns[fd] ---- */
+
+/* Make room for fd in conns[]. Out of memory refuses that one connection:
+ * one client must never take the server down. */
+static int table_reserve(struct server *s, int fd)
+{
+    if (fd < s->conns_cap)
+        return 0;
+    int cap = s->conns_cap == 0 ? 64 : s->conns_cap;
+    while (cap <= fd)
+        cap *= 2;
+    struct conn **grown =
+        alloc_may_fail("table") ? NULL : realloc(s->conns, (size_t)cap * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    memset(grown + s->conns_cap, 0, (size_t)(cap - s->conns_cap) * sizeof *grown);
+    s->conns = grown;
+    s->conns_cap = cap;
+    return 0;
+}
 
 static void table_put(struct server *s, struct conn *c)
 {
-    if (c->fd >= s->conns_cap) {
-        int cap = s->conns_cap == 0 ? 64 : s->conns_cap;
-        while (cap <= c->fd)
-            cap *= 2;
-        struct conn **grown = realloc(s->conns, (size_t)cap * sizeof *grown);
-        if (grown == NULL)
-            die("realloc");
-        memset(grown + s->conns_cap, 0, (size_t)(cap - s->conns_cap) * sizeof *grown);
-        s->conns = grown;
-        s->conns_cap = cap;
-    }
     s->conns[c->fd] = c;
     if (c->fd > s->max_fd)
         s->max_fd = c->fd;
@@ -259,10 +281,22 @@ void conn_close(struct server *s, struct conn *c)
     trace("close fd=%d (%s, %s)", c->fd, conn_state_name(c->state), close_reason_name(c->reason));
     timer_stop(&c->activity);
     timer_stop(&c->frame);
+    timer_stop(&c->stale);
+    timer_stop(&c->slow);
     /* Replies still queued will never be sent: count them as dropped. */
     s->count.msgs_dropped += buf_readable(&c->marks) / sizeof(uint64_t);
     s->count.closed[c->reason]++;
     table_remove(s, c->fd);
+    if (c->reason == CLOSE_OUTPUT_CAP || c->reason == CLOSE_STALE || c->reason == CLOSE_SLOW) {
+        /* A peer dropped for not reading: close() would leave what the
+         * kernel still holds for it (up to tcp_wmem's maximum) in an orphan
+         * socket, trickling out through the peer's window for minutes. It
+         * would never read it all anyway: SO_LINGER {1, 0} makes close()
+         * send RST and free those buffers now. */
+        struct linger abort_now = {.l_onoff = 1, .l_linger = 0};
+        if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_now, sizeof abort_now) == -1)
+            fprintf(stderr, "server: %s: setsockopt(SO_LINGER): %s\n", c->peer, strerror(errno));
+    }
     if (close(c->fd) == -1)
         fprintf(stderr, "server: %s: close: %s\n", c->peer, strerror(errno));
     buf_free(&c->in);
@@ -314,14 +348,13 @@ static struct conn *conn_new(struct server *s, int fd, const struct sockaddr *pe
         return NULL;
     c->fd = fd;
     c->state = CONN_OPEN;
-    c->out_progress_ms = s->now_ms;
     /* Buffers start empty and grow as bytes arrive: a header that claims
      * 10 MiB costs nothing until the 10 MiB are really here. An idle
      * connection costs this struct and the small buffers it has used. */
     buf_init(&c->in, MAX_INPUT_BYTES);
     buf_init(&c->out, 0);
     buf_init(&c->marks, 0);
-    c->activity.owner = c->frame.owner = c;
+    c->activity.owner = c->frame.owner = c->stale.owner = c->slow.owner = c;
     timer_start(&s->idle_timers, &c->activity, s->now_ms);
     net_addr_str(peer, c->peer);
     return c;
@@ -337,13 +370,13 @@ static void refuse(struct server *s, int fd, const char *peer, const char *why)
 }
 
 void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn *, void *),
-                   void *arg)
+                   void *arg, bool until_empty)
 {
     /* Edge-triggered: the listener reports readable once for a whole burst
      * of connections; stopping before EAGAIN would strand the rest until
      * the next client arrives. Level-triggered: it reports again, so we
      * may stop early and let the other connections have their turn. */
-    int max_accepts = s->cfg.mode == MODE_LT ? ACCEPTS_PER_TURN : INT_MAX;
+    int max_accepts = s->cfg.mode == MODE_LT && !until_empty ? ACCEPTS_PER_TURN : INT_MAX;
     for (int i = 0; i < max_accepts; i++) {
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
@@ -381,9 +414,9 @@ void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn
         int on = 1;
         if (s->cfg.nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
             fprintf(stderr, "server: %s: setsockopt(TCP_NODELAY): %s\n", peer, strerror(errno));
-        struct conn *c = conn_new(s, fd, (struct sockaddr *)&addr);
+        struct conn *c = table_reserve(s, fd) == 0 ? conn_new(s, fd, (struct sockaddr *)&addr) : NULL;
         if (c == NULL) {
-            refuse(s, fd, peer, "out of memory");
+            refuse(s, fd, peer, ERR_NO_MEMORY);
             continue;
         }
         s->count.accepted++;
@@ -440,9 +473,9 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
     uint8_t *plain = NULL;
     if (f->compressed && s->workers == NULL) {
         /* origin_size was validated (<= 10 MiB) before the body was waited for. */
-        plain = malloc(f->origin_size);
+        plain = alloc_may_fail("decompress") ? NULL : malloc(f->origin_size);
         if (plain == NULL)
-            return "out of memory";
+            return ERR_NO_MEMORY;
         const char *err = lz4_decompress(f->body, f->body_len, plain, f->origin_size);
         if (err != NULL) {
             free(plain);
@@ -452,7 +485,7 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
     trace("frame complete fd=%d: %zu bytes%s", c->fd, f->body_len, f->compressed ? " (LZ4)" : "");
     if (s->workers != NULL) {
         /* A worker decompresses (which checks the body) and builds the reply. */
-        return workers_submit(s->workers, c, f) == 0 ? NULL : "out of memory";
+        return workers_submit(s->workers, c, f) == 0 ? NULL : ERR_NO_MEMORY;
     }
     if (s->cfg.service == SERVICE_BROADCAST) {
         broadcast(s, c, f);
@@ -462,7 +495,7 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
         uint8_t *packed = malloc(lz4_compress_bound(f->origin_size));
         if (packed == NULL) {
             free(plain);
-            return "out of memory";
+            return ERR_NO_MEMORY;
         }
         size_t packed_len = lz4_compress(plain, f->origin_size, packed);
         if (packed_len <= MAX_BODY_BYTES)
@@ -483,7 +516,7 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
                             bool *frame_done)
 {
     size_t used = 0;
-    while (!c->closing && buf_readable(&c->out) + c->inflight_bytes <= s->cfg.high_water_bytes) {
+    while (!c->closing && !conn_over_high_water(s, c)) {
         struct frame f;
         const char *why = NULL;
         enum frame_status st = frame_decode(&s->cfg.rules, data + used, len - used, &f, &why);
@@ -491,6 +524,11 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
             break;
         if (st == FRAME_OK)
             why = handle_message(s, c, &f);
+        if (why == ERR_NO_MEMORY) { /* our failure: this message stays unanswered */
+            fprintf(stderr, "server: %s: closed: out of memory for a message\n", c->peer);
+            conn_mark_closing(s, c, CLOSE_ERROR); /* counts it with the rest of c->in */
+            break;
+        }
         if (why != NULL) {
             fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
             conn_mark_closing(s, c, CLOSE_PROTOCOL);
@@ -503,15 +541,41 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
     return used;
 }
 
+/* Received bytes thrown away unhandled: count them, and the whole messages
+ * among them (a protocol error stops the count at the bad frame). */
+static void count_unanswered(struct server *s, const uint8_t *data, size_t len)
+{
+    size_t at = 0;
+    struct frame f;
+    const char *why;
+    while (frame_decode(&s->cfg.rules, data + at, len - at, &f, &why) == FRAME_OK) {
+        s->count.msgs_unanswered++;
+        at += f.frame_len;
+    }
+    s->count.bytes_unanswered += len;
+}
+
+void conn_drop_input(struct server *s, struct conn *c)
+{
+    count_unanswered(s, buf_peek(&c->in), buf_readable(&c->in));
+    buf_free(&c->in);
+}
+
 void conn_decode(struct server *s, struct conn *c)
 {
-    /* Lesson 7: the replies to all the messages of this pass leave in one send. */
+    /* Lesson 7: the replies to all the messages of this pass leave in one send.
+     * Decoding stops at the high-water mark, and that send may empty the
+     * queue again: then the whole messages still in c->in are decoded now,
+     * because no new byte and no epoll event would bring us back for them. */
     bool frame_done = false;
-    conn_batch_begin(c);
-    size_t used = decode_frames(s, c, buf_peek(&c->in), buf_readable(&c->in), &frame_done);
-    if (!c->closing)
-        buf_consume(&c->in, used);
-    conn_batch_end(s, c);
+    size_t used;
+    do {
+        conn_batch_begin(c);
+        used = decode_frames(s, c, buf_peek(&c->in), buf_readable(&c->in), &frame_done);
+        if (!c->closing)
+            buf_consume(&c->in, used);
+        conn_batch_end(s, c);
+    } while (used > 0 && !c->closing && buf_readable(&c->in) > 0 && !conn_over_high_water(s, c));
     if (!c->closing) {
         buf_release_if_big(&c->in, KEEP_INPUT_BYTES); /* all decoded: give a big buffer back */
         conn_frame_timer_update(s, c, frame_done);
@@ -549,9 +613,16 @@ static ssize_t conn_read(struct server *s, struct conn *c, bool *decoded)
         fprintf(stderr, "server: %s: closed: out of memory for the input buffer\n", c->peer);
         conn_mark_closing(s, c, CLOSE_ERROR);
     }
-    if (!c->closing)
-        conn_frame_timer_update(s, c, frame_done);
     *decoded = true;
+    if (c->closing) { /* the rest of this read will never be handled */
+        count_unanswered(s, scratch + used, (size_t)n - used);
+        return n;
+    }
+    conn_frame_timer_update(s, c, frame_done);
+    /* Stopped at the high-water mark, and the batch's send brought the
+     * queue back under it: what is left may hold whole messages. */
+    if (used > 0 && used < (size_t)n && !conn_over_high_water(s, c))
+        conn_decode(s, c);
     return n;
 }
 
@@ -570,8 +641,7 @@ void conn_on_readable(struct server *s, struct conn *c)
      * its workers hold) passes the high-water mark: the rest waits in the
      * kernel, and the MOD that resumes reading reports it. */
     size_t budget = READ_BUDGET_BYTES;
-    while (!c->closing && !c->reading_paused && !c->read_eof &&
-           buf_readable(&c->out) + c->inflight_bytes <= s->cfg.high_water_bytes) {
+    while (!c->closing && !c->reading_paused && !c->read_eof && !conn_over_high_water(s, c)) {
         if (budget == 0) { /* et: enough for this wake-up; come back after the others */
             conn_want_more(s, c);
             return;
@@ -616,7 +686,10 @@ void conn_on_writable(struct server *s, struct conn *c)
 static void on_usr2(int signo)
 {
     (void)signo;
-    usr2_count++; /* async-signal-safe: one store */
+    /* Async-signal-safe: only this handler writes usr2_count, and it runs on
+     * the loop thread only (workers block every signal), with SIGUSR2
+     * blocked while it runs: the increment never races with another. */
+    usr2_count++;
 }
 
 /* Signals, the lesson-7 way. SIGINT, SIGTERM and SIGUSR1 are blocked in
@@ -657,7 +730,7 @@ int main(int argc, char **argv)
                             .low_water_bytes = DEFAULT_LOW_WATER_BYTES,
                             .output_cap_bytes = DEFAULT_OUTPUT_CAP_BYTES,
                             .stale_ms = DEFAULT_STALE_MS,
-                            .stale_check_ms = DEFAULT_STALE_CHECK_MS,
+                            .slow_ms = DEFAULT_SLOW_MS,
                             .idle_ms = DEFAULT_IDLE_MS,
                             .frame_ms = DEFAULT_FRAME_MS,
                             .linger_ms = DEFAULT_LINGER_MS,
@@ -667,12 +740,15 @@ int main(int argc, char **argv)
                                       .max_line_bytes = DEFAULT_MAX_LINE_BYTES}};
     prog_name = "server";
     parse_args(argc, argv, &s.cfg);
+    fail_alloc_sites = getenv("SERVER_FAIL_ALLOC");
     ignore_sigpipe();
     s.signal_fd = signals_setup();
     s.now_ms = server_now_ms();
     timer_list_init(&s.idle_timers, s.cfg.idle_ms, "idle");
     timer_list_init(&s.frame_timers, s.cfg.frame_ms, "frame");
     timer_list_init(&s.linger_timers, s.cfg.linger_ms, "linger");
+    timer_list_init(&s.stale_timers, s.cfg.stale_ms, "stale");
+    timer_list_init(&s.slow_timers, s.cfg.slow_ms, "slow");
 
     s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
     /* A non-blocking listener: accept() in server_accept() stops at EAGAIN

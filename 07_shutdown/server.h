@@ -25,6 +25,7 @@ enum close_reason {
     CLOSE_FRAME_TIMEOUT,  /* a frame took longer than --frame-ms to arrive (slowloris) */
     CLOSE_OUTPUT_CAP,     /* its queue would have passed --output-cap */
     CLOSE_STALE,          /* its queue made no progress for --stale-ms */
+    CLOSE_SLOW,           /* its queue stayed over the high-water mark for --slow-ms */
     CLOSE_ERROR,          /* reset, send/recv error, out of memory, epoll_ctl */
     CLOSE_STOP,           /* the server stopped: finished, flushed and half-closed */
     CLOSE_STOP_DEADLINE,  /* the server stopped and this one was not done in time */
@@ -59,9 +60,10 @@ struct conn {
     bool reading_paused;       /* the queue passed the high-water mark */
     bool read_eof;             /* the peer finished sending: close once out is empty */
     bool batching;             /* decoding one read: replies collect in out, one send after */
-    long long out_progress_ms; /* when the queue last moved (or became non-empty) */
     struct timer activity;     /* idle timeout (OPEN), or linger timeout (LINGERING) */
     struct timer frame;        /* running while a frame is partly here */
+    struct timer stale;        /* running while output is queued: restarted when it moves */
+    struct timer slow;         /* running while the queue is over the high-water mark */
     enum close_reason reason;  /* why it is closing (DRAINING, LINGERING or closing) */
     bool closing;              /* close after this turn */
     struct conn *next_closing; /* the list of connections to close after this turn */
@@ -84,7 +86,7 @@ struct config {
     size_t low_water_bytes;  /* queue back at or below this: read again */
     size_t output_cap_bytes; /* a non-empty queue may not grow past this: close */
     int stale_ms;            /* queued output without progress this long: close */
-    int stale_check_ms;      /* how often the stale-output check runs */
+    int slow_ms;             /* a queue over the high-water mark this long: close */
     int threads;             /* 0: handle messages on the loop thread */
     int idle_ms;             /* close (gracefully) a connection quiet for this long; 0: never */
     int frame_ms;            /* a started frame must be complete within this; 0: no limit */
@@ -97,6 +99,9 @@ struct config {
 struct counters {
     uint64_t accepted, refused;
     uint64_t msgs_in;      /* whole messages decoded and handed to the service */
+    /* Received but never handled: the connection closed first (an error,
+     * or a stop deadline). Whole messages, and every byte thrown away. */
+    uint64_t msgs_unanswered, bytes_unanswered;
     uint64_t msgs_queued;  /* replies handed to the send path */
     uint64_t msgs_sent;    /* replies whose last byte the kernel took */
     uint64_t msgs_dropped; /* replies thrown away: their connection closed first */
@@ -115,26 +120,33 @@ struct server {
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
     struct conn *closing;             /* to close once the current turn is over */
-    long long next_stale_check_ms;
     uint64_t next_gen;       /* generations handed out so far */
     struct workers *workers; /* --threads N, or NULL */
     struct conn *more;       /* et: connections to serve again without waiting */
     long long now_ms;        /* the loop's clock, read once per turn */
-    struct timer_list idle_timers, frame_timers, linger_timers;
+    struct timer_list idle_timers, frame_timers, linger_timers, stale_timers, slow_timers;
     int signal_fd;              /* SIGINT, SIGTERM, SIGUSR1 arrive here as data */
     bool stopping;              /* a graceful stop is under way */
     long long stop_deadline_ms; /* ...and must end by then */
     struct counters count;
 };
 
+/* "out of memory": the server's own failure. It closes the connection it
+ * happened on (counted as an error, not as the peer's protocol error). */
+extern const char ERR_NO_MEMORY[];
+/* The test hook for those paths: true if the environment variable
+ * SERVER_FAIL_ALLOC names this allocation site ("table", "decompress",
+ * "reply"): the caller then acts as if malloc had returned NULL. */
+bool alloc_may_fail(const char *site);
+
 /* The event loop (loop_epoll.c). Returns when a graceful stop is over. */
 void loop_epoll(struct server *s);
 
 /* Accept the connections waiting on the listening socket: in lt mode up to
- * a bounded number per call, with et until EAGAIN. new_cb is called for
- * each one the server keeps. */
+ * a bounded number per call, with et (or until_empty) until EAGAIN. new_cb
+ * is called for each one the server keeps. */
 void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn *, void *),
-                   void *arg);
+                   void *arg, bool until_empty);
 
 /* Should the loop watch the listening socket now? (Not while paused after
  * running out of file descriptors, nor once stopping.) */
@@ -150,6 +162,12 @@ void conn_on_writable(struct server *s, struct conn *c);
  * queued, else behind the queue. Returns false if c is (now) closing. */
 bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t prefix_len,
                const uint8_t *body, size_t body_len, const uint8_t *suffix, size_t suffix_len);
+/* The queue (with what workers still hold for c) is over the high-water
+ * mark: take no more of c's messages until it drains. */
+static inline bool conn_over_high_water(const struct server *s, const struct conn *c)
+{
+    return buf_readable(&c->out) + c->inflight_bytes > s->cfg.high_water_bytes;
+}
 /* EPOLLOUT: send from the queue. */
 void conn_flush(struct server *s, struct conn *c);
 /* Apply the watermarks and make epoll's interest match the state:
@@ -166,10 +184,10 @@ void conn_mark_closing(struct server *s, struct conn *c, enum close_reason why);
 void conn_want_more(struct server *s, struct conn *c);
 void server_serve_more(struct server *s);
 
+/* Throw away what c->in holds, counting the whole messages in it as unanswered. */
+void conn_drop_input(struct server *s, struct conn *c);
 /* Close the connections marked during the turn. */
 void server_close_marked(struct server *s);
-/* The periodic stale-output check. */
-void server_check_stale(struct server *s);
 long long server_now_ms(void);
 
 /* Close the fd, free the connection, forget it. */
@@ -194,13 +212,15 @@ void conn_linger_read(struct server *s, struct conn *c);
 void conn_touch(struct server *s, struct conn *c);
 /* After decoding: start, restart (frame_done: a frame was completed) or stop the frame deadline. */
 void conn_frame_timer_update(struct server *s, struct conn *c, bool frame_done);
-/* Expired timers: idle, frame and linger. */
+/* Expired timers: idle, frame, linger, stale output and slow readers. */
 void server_run_timers(struct server *s);
 /* The nearest deadline of every timer the loop knows, as an epoll_wait timeout (-1: none). */
 int server_wait_ms(const struct server *s);
-/* Signals, read from the signalfd: stop, or print the counters. */
-void server_on_signal(struct server *s);
-/* Begin the graceful stop; server_stop_done: it is over (nothing left open). */
+/* Signals, read from the signalfd: print the counters, or say that a
+ * graceful stop should begin now (true). */
+bool server_on_signal(struct server *s);
+/* Begin the graceful stop: close the listener, drain every connection.
+ * server_stop_done: it is over (nothing left open). */
 void server_begin_stop(struct server *s);
 bool server_stop_done(const struct server *s);
 void server_print_counters(const struct server *s, const char *when);

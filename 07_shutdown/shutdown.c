@@ -43,6 +43,7 @@ static const char *const reason_names[CLOSE_REASONS] = {
     [CLOSE_FRAME_TIMEOUT] = "frame_timeout",
     [CLOSE_OUTPUT_CAP] = "output_cap",
     [CLOSE_STALE] = "stale",
+    [CLOSE_SLOW] = "slow",
     [CLOSE_ERROR] = "error",
     [CLOSE_STOP] = "stop",
     [CLOSE_STOP_DEADLINE] = "stop_deadline",
@@ -65,7 +66,7 @@ void conn_touch(struct server *s, struct conn *c)
  * the slow one, and its frame deadline must not run. */
 static bool held_back_by_us(const struct server *s, const struct conn *c)
 {
-    return c->reading_paused || buf_readable(&c->out) + c->inflight_bytes > s->cfg.high_water_bytes;
+    return c->reading_paused || conn_over_high_water(s, c);
 }
 
 void conn_frame_timer_update(struct server *s, struct conn *c, bool frame_done)
@@ -98,15 +99,18 @@ void conn_drain_step(struct server *s, struct conn *c)
 {
     if (c->state != CONN_DRAINING || c->closing)
         return;
-    /* Messages already read are answered before we say goodbye. */
-    if (!held_back_by_us(s, c))
-        conn_decode(s, c);
+    /* Messages already read are answered before we say goodbye, even those
+     * that waited while reading was paused: the decoding loop itself stops
+     * at the high-water mark, and this step runs again as the queue drains. */
+    conn_decode(s, c);
     if (c->closing || buf_readable(&c->out) > 0 || c->inflight_bytes > 0)
         return; /* not flushed yet: EPOLLOUT (or a worker) brings us back */
+    /* The queue is empty and decoding found no whole message: what is
+     * left is the start of one that will never be finished. */
     if (buf_readable(&c->in) > 0)
         fprintf(stderr, "server: %s: %zu bytes of an unfinished message dropped\n", c->peer,
                 buf_readable(&c->in));
-    buf_free(&c->in);
+    conn_drop_input(s, c);
     if (c->read_eof) { /* the peer has already sent its FIN: nothing to wait for */
         conn_mark_closing(s, c, c->reason);
         return;
@@ -132,6 +136,7 @@ void conn_linger_read(struct server *s, struct conn *c)
         if (n > 0) {
             trace("recv fd=%d -> %zd bytes, discarded (lingering)", c->fd, n);
             s->count.bytes_in += (uint64_t)n;
+            s->count.bytes_unanswered += (uint64_t)n;
             continue;
         }
         if (n == 0) {
@@ -185,6 +190,25 @@ void server_run_timers(struct server *s)
                 c->peer, s->cfg.frame_ms, buf_readable(&c->in));
         conn_mark_closing(s, c, CLOSE_FRAME_TIMEOUT);
     }
+    while ((t = timer_list_pop_expired(&s->stale_timers, s->now_ms)) != NULL) {
+        /* Output that sits in a queue without moving means a peer that
+         * stopped reading (or vanished without a word). */
+        struct conn *c = t->owner;
+        fprintf(stderr,
+                "server: %s: closed: stale output (%zu bytes queued, no progress for %lld ms)\n",
+                c->peer, buf_readable(&c->out), s->now_ms - t->since_ms);
+        conn_mark_closing(s, c, CLOSE_STALE);
+    }
+    while ((t = timer_list_pop_expired(&s->slow_timers, s->now_ms)) != NULL) {
+        /* Progress, but too little: a reader that takes a few kilobytes now
+         * and then is never stale, and would keep its queue for ever. */
+        struct conn *c = t->owner;
+        fprintf(stderr,
+                "server: %s: closed: too slow (%zu bytes queued, over the high-water mark for "
+                "%d ms)\n",
+                c->peer, buf_readable(&c->out), s->cfg.slow_ms);
+        conn_mark_closing(s, c, CLOSE_SLOW);
+    }
     while ((t = timer_list_pop_expired(&s->linger_timers, s->now_ms)) != NULL) {
         struct conn *c = t->owner;
         fprintf(stderr, "server: %s: no FIN within %d ms of ours: closing\n", c->peer,
@@ -204,14 +228,18 @@ static void nearest(long long *deadline, long long candidate)
 int server_wait_ms(const struct server *s)
 {
     /* epoll_wait's timeout is our timer: sleep until the nearest deadline. */
-    long long deadline = s->next_stale_check_ms;
+    long long deadline = -1; /* none: sleep until an event */
     if (s->accept_paused_until_ms != 0)
         nearest(&deadline, s->accept_paused_until_ms);
     nearest(&deadline, timer_list_deadline(&s->idle_timers));
     nearest(&deadline, timer_list_deadline(&s->frame_timers));
     nearest(&deadline, timer_list_deadline(&s->linger_timers));
+    nearest(&deadline, timer_list_deadline(&s->stale_timers));
+    nearest(&deadline, timer_list_deadline(&s->slow_timers));
     if (s->stopping)
         nearest(&deadline, s->stop_deadline_ms);
+    if (deadline < 0)
+        return -1;
     long long left = deadline - server_now_ms();
     return left < 0 ? 0 : left > 3600000 ? 3600000 : (int)left;
 }
@@ -221,7 +249,8 @@ void server_begin_stop(struct server *s)
     s->stopping = true;
     s->stop_deadline_ms = s->now_ms + s->cfg.stop_ms;
     /* 1. No new connections: a client that connects now is refused at once
-     * instead of waiting in a queue nobody will serve. */
+     * instead of waiting in a queue nobody will serve. (The loop has just
+     * accepted those already queued: closing the listener resets them.) */
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
     close(s->listen_fd);
     s->listen_fd = -1;
@@ -241,22 +270,24 @@ bool server_stop_done(const struct server *s)
     return s->stopping && s->nconns == 0;
 }
 
-void server_on_signal(struct server *s)
+bool server_on_signal(struct server *s)
 {
     struct signalfd_siginfo si;
+    bool begin_stop = false;
     /* A signal arrives here as a record to read, in the loop, like any
      * other event: no handler runs in the middle of our code. */
     while (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGUSR1) {
             server_print_counters(s, "on SIGUSR1");
-        } else if (!s->stopping) {
+        } else if (!s->stopping && !begin_stop) {
             fprintf(stderr, "server: %s: stopping gracefully\n", strsignal((int)si.ssi_signo));
-            server_begin_stop(s);
+            begin_stop = true;
         } else {
             fprintf(stderr, "server: %s again: stopping now\n", strsignal((int)si.ssi_signo));
             s->stop_deadline_ms = s->now_ms;
         }
     }
+    return begin_stop;
 }
 
 void server_print_counters(const struct server *s, const char *when)
@@ -268,11 +299,13 @@ void server_print_counters(const struct server *s, const char *when)
             pending += buf_readable(&s->conns[fd]->marks) / sizeof(uint64_t);
     const struct counters *n = &s->count;
     printf("stats %s: accepted=%llu open=%ld refused=%llu msgs_in=%llu msgs_queued=%llu "
-           "msgs_sent=%llu msgs_dropped=%llu msgs_pending=%llu bytes_in=%llu bytes_out=%llu",
+           "msgs_sent=%llu msgs_dropped=%llu msgs_pending=%llu msgs_unanswered=%llu "
+           "bytes_in=%llu bytes_unanswered=%llu bytes_out=%llu",
            when, (unsigned long long)n->accepted, s->nconns, (unsigned long long)n->refused,
            (unsigned long long)n->msgs_in, (unsigned long long)n->msgs_queued,
            (unsigned long long)n->msgs_sent, (unsigned long long)n->msgs_dropped,
-           (unsigned long long)pending, (unsigned long long)n->bytes_in,
+           (unsigned long long)pending, (unsigned long long)n->msgs_unanswered,
+           (unsigned long long)n->bytes_in, (unsigned long long)n->bytes_unanswered,
            (unsigned long long)n->bytes_out);
     for (int r = 0; r < CLOSE_REASONS; r++)
         printf(" closed_%s=%llu", reason_names[r], (unsigned long long)n->closed[r]);

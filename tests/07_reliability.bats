@@ -461,3 +461,75 @@ sweep() {
     [ "$(counter msgs_dropped "$line")" -eq 0 ]
     # teardown fails the test if TSan wrote a report to $T/san
 }
+
+# ---- 9. out of memory, through the test hook SERVER_FAIL_ALLOC ----
+
+@test "out of memory for the connection table refuses that connection only, with one line; the server goes on" {
+    export SERVER_FAIL_ALLOC=table
+    serve "$(bin $L server)"
+    for _ in 1 2; do
+        exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+        at_eof 7 # refused: closed at once
+        exec 7<&-
+    done
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter refused "$line")" -eq 2 ]
+    [ "$(counter accepted "$line")" -eq 0 ]
+    [ "$(grep -Ec '^server: 127\.0\.0\.1:[0-9]+: refused: out of memory$' "$T/server.err")" -eq 2 ]
+    fds_at_baseline
+}
+
+@test "out of memory while decompressing closes that connection as an error, not a protocol error; others are served" {
+    export SERVER_FAIL_ALLOC=decompress
+    serve "$(bin $L server)"
+    run client --port "$PORT" --compress ping
+    [ "$status" -eq 1 ]
+    run client --port "$PORT" ping # not compressed: no allocation to fail
+    [ "$status" -eq 0 ]
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter closed_error "$line")" -eq 1 ]
+    [ "$(counter closed_protocol "$line")" -eq 0 ]
+    [ "$(counter msgs_unanswered "$line")" -eq 1 ]
+    [ "$(counter msgs_sent "$line")" -eq 1 ]
+    grep -Eq '^server: 127\.0\.0\.1:[0-9]+: closed: out of memory for a message$' "$T/server.err"
+    refute grep -q 'protocol error' "$T/server.err"
+    fds_at_baseline
+}
+
+@test "--threads 2: out of memory for a reply ends that connection at once, counted as an error, not a protocol error" {
+    export SERVER_FAIL_ALLOC=reply
+    serve "$(bin $L server)" --threads 2
+    run timeout 20 "$(bin $L client)" --port "$PORT" ping
+    [ "$status" -eq 1 ] # not a hang: the worker's failure comes back to the loop
+    [[ $output == *"client: server closed the connection after 0 of 1 replies"* ]]
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter closed_error "$line")" -eq 1 ]
+    [ "$(counter closed_protocol "$line")" -eq 0 ]
+    [ "$(counter msgs_in "$line")" -eq 1 ]
+    [ "$(counter msgs_unanswered "$line")" -eq 1 ]
+    grep -Eq '^server: 127\.0\.0\.1:[0-9]+: closed: out of memory for a reply$' "$T/server.err"
+    fds_at_baseline
+}
+
+@test "--threads 2: the worker threads block every signal; the loop thread alone takes SIGUSR2" {
+    serve "$(bin $L server)" --threads 2
+    workers=0
+    for task in "/proc/$SERVER/task/"*; do
+        mask=$((16#$(awk '/^SigBlk:/ { print $2 }' "$task/status")))
+        echo "thread ${task##*/}: SigBlk $(printf '%x' "$mask")"
+        if [ "${task##*/}" = "$SERVER" ]; then
+            [ $((mask >> (12 - 1) & 1)) -eq 0 ] # the loop thread: SIGUSR2 open
+        else
+            [ $((mask >> (12 - 1) & 1)) -eq 1 ] # SIGUSR2 blocked
+            [ $((mask >> (15 - 1) & 1)) -eq 1 ] # SIGTERM blocked
+            workers=$((workers + 1))
+        fi
+    done
+    [ "$workers" -eq 2 ]
+    fds_at_baseline
+}

@@ -87,6 +87,7 @@ rst_loses_the_tail() {
     [ "$(counter open "$lingering")" -eq 2 ]
     run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
     [ "$status" -ne 0 ]
+    [[ $output == *"Connection refused"* ]] # ECONNREFUSED: no listener any more
     exec 7<&- 8<&- # our FINs: now it can finish
     wait_exit "$server" 5
     grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
@@ -166,6 +167,100 @@ rst_loses_the_tail() {
     [ "$(counter msgs_in "$line")" -eq 4 ]
     [ "$(counter msgs_sent "$line")" -eq 4 ]
     [ "$(counter msgs_dropped "$line")" -eq 0 ]
+}
+
+@test "SIGTERM while reading is paused at the high-water mark: every whole request already read is answered" {
+    # a 4 KiB send buffer and a client that reads nothing for 3 s: the
+    # server's queue passes 100 kB, reading pauses, and the last read's
+    # whole frames wait in the input buffer when the stop begins
+    start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --high-water 100000 \
+        --low-water 20000 --stop-timeout-ms 30000
+    server=$PID
+    start_bg client "$(bin $L client)" --port "$PORT" --quiet --repeat 60 --body-bytes 10000 \
+        --pause-ms 3000
+    client=$PID
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    kill -TERM "$server"
+    rc=0
+    wait_exit "$client" 60 || rc=$?
+    [ "$rc" -eq 1 ] # fewer than 60 replies: the stop read no more requests
+    re='^client: server closed the connection after ([0-9]+) of 60 replies$'
+    [[ $(tail -n 1 "$T/client.err") =~ $re ]]
+    replies=${BASH_REMATCH[1]}
+    wait_exit "$server" 10
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter msgs_unanswered "$line")" -eq 0 ] # no whole request thrown away
+    [ "$(counter msgs_in "$line")" -eq "$replies" ]
+    [ "$(counter msgs_sent "$line")" -eq "$replies" ]
+    [ "$replies" -gt 10 ] # more than the queue held when reading paused
+    # every byte received was a reply's request, or is counted as unanswered
+    # (the unfinished tail, and what the lingering connection discarded)
+    [ $((replies * 10025 + $(counter bytes_unanswered "$line"))) -eq "$(counter bytes_in "$line")" ]
+}
+
+@test "SIGTERM with connections still in the accept queue: each is accepted and gets a FIN, never a reset" {
+    start_server server "$(bin $L server)" --port 0
+    server=$PID
+    kill -STOP "$server"
+    kill -TERM "$server" # pending: the signalfd becomes ready before the listener
+    pids=()
+    for i in 1 2 3; do
+        start_bg "client$i" "$(bin $L client)" --port "$PORT" ping
+        pids+=("$PID")
+    done
+    # the kernel completes the handshakes while the server is stopped: 3 in its queue
+    wait_until 10 bash -c "[ \$(ss -tnH '( sport = :$PORT )' | wc -l) -eq 3 ]"
+    kill -CONT "$server"
+    for pid in "${pids[@]}"; do
+        rc=0
+        wait_exit "$pid" 10 || rc=$?
+        [ "$rc" -eq 1 ] # no reply: the stop began before the connection was accepted
+    done
+    for i in 1 2 3; do
+        grep -qx 'client: server closed the connection after 0 of 1 replies' "$T/client$i.err"
+    done
+    wait_exit "$server" 10
+    refute grep -q 'accept:' "$T/server.err" # the listener's event came after it was closed
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter accepted "$line")" -eq 3 ]
+    [ "$(counter closed_stop "$line")" -eq 3 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+}
+
+@test "--high-water below one read's replies: every pipelined message is still answered" {
+    start_server server "$(bin $L server)" --port 0 --high-water 1 --low-water 0
+    run client --port "$PORT" --one-write --repeat 5 ping
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 5 messages sent, 5 replies, all intact"* ]]
+}
+
+@test "--output-cap under 64 KiB holds for replies collected from one read, too" {
+    start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --output-cap 10000
+    run client --port "$PORT" --quiet --repeat 3000 --body-bytes 1000 --pause-ms 2000
+    [ "$status" -eq 1 ]
+    wait_until 10 grep -q 'closed: output cap' "$T/server.err"
+    re='closed: output cap \(([0-9]+) bytes queued, ([0-9]+) more\)'
+    [[ $(grep 'closed: output cap' "$T/server.err") =~ $re ]]
+    echo "queued ${BASH_REMATCH[1]}, one more reply of ${BASH_REMATCH[2]}"
+    [ "${BASH_REMATCH[1]}" -le 10000 ]
+    [ $((BASH_REMATCH[1] + BASH_REMATCH[2])) -gt 10000 ]
+}
+
+@test "an idle server sleeps until its nearest deadline: no periodic wake-up for the stale-output check" {
+    start_traced server -qq -o "$T/strace.log" -e trace=epoll_wait -- "$(bin $L server)" --port 0
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 1 ]"
+    stats "$TRACED_PID" >/dev/null # a signal ends the sleep: strace completes its line
+    # each sleep's timeout: none while nothing is open (-1), then until the idle deadline (60 s)
+    timeouts=$(sed -n 's/^epoll_wait(.*, \(-\{0,1\}[0-9]*\)) = .*/\1/p' "$T/strace.log")
+    echo "$timeouts"
+    [ "$(wc -l <<<"$timeouts")" -ge 2 ]
+    for ms in $timeouts; do
+        [ "$ms" -eq -1 ] || [ "$ms" -ge 59000 ]
+    done
+    exec 7<&-
 }
 
 @test "a second SIGTERM during the stop ends it at once (still exit 0)" {
