@@ -193,21 +193,43 @@ static void parse_args(int argc, char **argv, struct config *cfg)
     }
 }
 
+const char ERR_NO_MEMORY[] = "out of memory";
+static const char *fail_alloc_sites; /* SERVER_FAIL_ALLOC, read once before any thread starts */
+
+bool alloc_may_fail(const char *site)
+{
+    if (fail_alloc_sites == NULL)
+        return false;
+    size_t n = strlen(site);
+    for (const char *p = strstr(fail_alloc_sites, site); p != NULL; p = strstr(p + 1, site))
+        if ((p == fail_alloc_sites || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return true;
+    return false;
+}
+
 /* ---- the connection table: conns[fd] ---- */
+
+/* Make room for fd in conns[]. Out of memory refuses that one connection:
+ * one client must never take the server down. */
+static int table_reserve(struct server *s, int fd)
+{
+    if (fd < s->conns_cap)
+        return 0;
+    int cap = s->conns_cap == 0 ? 64 : s->conns_cap;
+    while (cap <= fd)
+        cap *= 2;
+    struct conn **grown =
+        alloc_may_fail("table") ? NULL : realloc(s->conns, (size_t)cap * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    memset(grown + s->conns_cap, 0, (size_t)(cap - s->conns_cap) * sizeof *grown);
+    s->conns = grown;
+    s->conns_cap = cap;
+    return 0;
+}
 
 static void table_put(struct server *s, struct conn *c)
 {
-    if (c->fd >= s->conns_cap) {
-        int cap = s->conns_cap == 0 ? 64 : s->conns_cap;
-        while (cap <= c->fd)
-            cap *= 2;
-        struct conn **grown = realloc(s->conns, (size_t)cap * sizeof *grown);
-        if (grown == NULL)
-            die("realloc");
-        memset(grown + s->conns_cap, 0, (size_t)(cap - s->conns_cap) * sizeof *grown);
-        s->conns = grown;
-        s->conns_cap = cap;
-    }
     s->conns[c->fd] = c;
     if (c->fd > s->max_fd)
         s->max_fd = c->fd;
@@ -342,9 +364,9 @@ void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn
         int on = 1;
         if (s->cfg.nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
             fprintf(stderr, "server: %s: setsockopt(TCP_NODELAY): %s\n", peer, strerror(errno));
-        struct conn *c = conn_new(fd, (struct sockaddr *)&addr);
+        struct conn *c = table_reserve(s, fd) == 0 ? conn_new(fd, (struct sockaddr *)&addr) : NULL;
         if (c == NULL) {
-            refuse(fd, peer, "out of memory");
+            refuse(fd, peer, ERR_NO_MEMORY);
             continue;
         }
         c->gen = ++s->next_gen;
@@ -409,9 +431,9 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
     uint8_t *plain = NULL;
     if (f->compressed && s->workers == NULL) {
         /* origin_size was validated (<= 10 MiB) before the body was waited for. */
-        plain = malloc(f->origin_size);
+        plain = alloc_may_fail("decompress") ? NULL : malloc(f->origin_size);
         if (plain == NULL)
-            return "out of memory";
+            return ERR_NO_MEMORY;
         const char *err = lz4_decompress(f->body, f->body_len, plain, f->origin_size);
         if (err != NULL) {
             free(plain);
@@ -421,7 +443,7 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
     trace("frame complete fd=%d: %zu bytes%s", c->fd, f->body_len, f->compressed ? " (LZ4)" : "");
     if (s->workers != NULL) {
         /* A worker decompresses (which checks the body) and builds the reply. */
-        return workers_submit(s->workers, c, f) == 0 ? NULL : "out of memory";
+        return workers_submit(s->workers, c, f) == 0 ? NULL : ERR_NO_MEMORY;
     }
     if (s->cfg.service == SERVICE_BROADCAST) {
         broadcast(s, c, f);
@@ -431,7 +453,7 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
         uint8_t *packed = malloc(lz4_compress_bound(f->origin_size));
         if (packed == NULL) {
             free(plain);
-            return "out of memory";
+            return ERR_NO_MEMORY;
         }
         size_t packed_len = lz4_compress(plain, f->origin_size, packed);
         if (packed_len <= MAX_BODY_BYTES)
@@ -459,6 +481,11 @@ void conn_decode(struct server *s, struct conn *c)
             return;
         if (st == FRAME_OK)
             why = handle_message(s, c, &f);
+        if (why == ERR_NO_MEMORY) { /* our failure, not a broken protocol */
+            fprintf(stderr, "server: %s: closed: out of memory for a message\n", c->peer);
+            conn_mark_closing(s, c, ERR_NO_MEMORY);
+            return;
+        }
         if (why != NULL) {
             fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
             conn_mark_closing(s, c, "protocol error");
@@ -535,6 +562,7 @@ int main(int argc, char **argv)
                                       .max_line_bytes = DEFAULT_MAX_LINE_BYTES}};
     prog_name = "server";
     parse_args(argc, argv, &s.cfg);
+    fail_alloc_sites = getenv("SERVER_FAIL_ALLOC");
     ignore_sigpipe();
     on_stop_signals();
 

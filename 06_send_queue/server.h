@@ -68,6 +68,14 @@ struct server {
     struct conn *more;       /* et: connections to serve again without waiting */
 };
 
+/* "out of memory": the server's own failure. It closes the connection it
+ * happened on (logged as such, not as the peer's protocol error). */
+extern const char ERR_NO_MEMORY[];
+/* The test hook for those paths: true if the environment variable
+ * SERVER_FAIL_ALLOC names this allocation site ("table", "decompress",
+ * "reply"): the caller then acts as if malloc had returned NULL. */
+bool alloc_may_fail(const char *site);
+
 /* The event loop (loop_epoll.c). Returns when a stop signal arrived. */
 void loop_epoll(struct server *s);
 

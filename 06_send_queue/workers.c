@@ -28,7 +28,7 @@
 
 struct job {
     struct job *next;
-    const char *error; /* a reply that is a protocol error (bad LZ4 body) */
+    const char *error; /* no reply: a bad LZ4 body, or ERR_NO_MEMORY */
     int fd;
     uint64_t gen;
     bool compressed;
@@ -85,26 +85,24 @@ static void free_list(struct job *j)
 }
 
 /* The work itself: the echo reply, framed. Runs on a worker thread and
- * touches nothing shared. Returns NULL (the message is dropped, with a
- * line) only if memory runs out or a compressed body is bad. */
-static struct job *make_reply(const struct frame_rules *rules, const struct job *req)
+ * touches nothing shared. Returns NULL and says why in *err if memory runs
+ * out or a compressed body is bad. */
+static struct job *make_reply(const struct frame_rules *rules, const struct job *req,
+                              const char **err)
 {
     const uint8_t *body = req->bytes;
     size_t len = req->len;
     uint8_t *plain = NULL, *packed = NULL;
+    *err = ERR_NO_MEMORY;
     if (req->compressed) {
-        plain = malloc(req->origin_size);
+        plain = alloc_may_fail("decompress") ? NULL : malloc(req->origin_size);
         packed = malloc(lz4_compress_bound(req->origin_size));
-        const char *err = plain == NULL || packed == NULL
-                              ? "out of memory"
-                              : lz4_decompress(req->bytes, req->len, plain, req->origin_size);
-        if (err != NULL) {
+        if (plain != NULL && packed != NULL)
+            *err = lz4_decompress(req->bytes, req->len, plain, req->origin_size);
+        if (plain == NULL || packed == NULL || *err != NULL) {
             free(plain);
             free(packed);
-            struct job *bad = malloc(sizeof *bad);
-            if (bad != NULL)
-                *bad = (struct job){.fd = req->fd, .gen = req->gen, .error = err};
-            return bad;
+            return NULL;
         }
         len = lz4_compress(plain, req->origin_size, packed);
         body = packed;
@@ -113,12 +111,14 @@ static struct job *make_reply(const struct frame_rules *rules, const struct job 
             len = req->len;
         }
     }
+    *err = ERR_NO_MEMORY; /* from here on, the only way to fail */
     uint8_t prefix[FRAME_HEADER_BYTES];
     size_t prefix_len, suffix_len;
     const uint8_t *suffix;
     frame_wrap(rules, len, req->compressed ? FLAG_COMPRESSED : 0, req->origin_size, prefix,
                &prefix_len, &suffix, &suffix_len);
-    struct job *r = malloc(sizeof *r + prefix_len + len + suffix_len);
+    struct job *r =
+        alloc_may_fail("reply") ? NULL : malloc(sizeof *r + prefix_len + len + suffix_len);
     if (r != NULL) {
         *r = (struct job){.fd = req->fd, .gen = req->gen, .len = prefix_len + len + suffix_len};
         memcpy(r->bytes, prefix, prefix_len);
@@ -149,18 +149,19 @@ static void *worker_main(void *arg)
             me->jobs.tail = NULL;
         pthread_mutex_unlock(&me->jobs.lock);
 
-        struct job *reply = make_reply(&pool->s->cfg.rules, req);
+        const char *err;
+        size_t inflight = req->len; /* bytes the loop counts as ours until we answer */
+        struct job *reply = make_reply(&pool->s->cfg.rules, req, &err);
         if (reply == NULL) {
-            fprintf(stderr, "server: worker: could not build a reply for fd %d\n", req->fd);
-            reply = malloc(sizeof *reply); /* an empty reply still returns the bytes in flight */
-            if (reply != NULL)
-                *reply = (struct job){.fd = req->fd, .gen = req->gen, .len = 0};
+            /* No reply: the request itself goes back with the reason. It
+             * needs no new memory, so even out of memory the loop hears of
+             * it and gives the in-flight bytes back. */
+            req->error = err;
+            reply = req;
+        } else {
+            free(req);
         }
-        if (reply != NULL)
-            reply->origin_size = (uint32_t)req->len; /* in-flight bytes to give back */
-        free(req);
-        if (reply == NULL)
-            continue;
+        reply->origin_size = (uint32_t)inflight;
         pthread_mutex_lock(&pool->done.lock);
         queue_push_locked(&pool->done, reply);
         pthread_mutex_unlock(&pool->done.lock);
@@ -238,18 +239,24 @@ void workers_collect(struct workers *pool)
         struct job *r = list;
         list = r->next;
         struct conn *c = r->fd <= s->max_fd ? s->conns[r->fd] : NULL;
-        if (c == NULL || c->gen != r->gen || c->closing != NULL) {
+        bool mine = c != NULL && c->gen == r->gen; /* its connection is still there */
+        if (mine)
+            c->inflight_bytes -= r->origin_size;
+        if (!mine || c->closing != NULL) {
             /* The lesson: the connection this reply was for is gone (maybe
              * its fd already belongs to someone else): drop it. */
             trace("reply for fd=%d generation %llu dropped: connection gone", r->fd,
                   (unsigned long long)r->gen);
+        } else if (r->error == ERR_NO_MEMORY) {
+            /* Our failure, not the peer's: the replies after this one could
+             * only arrive out of order, so the connection ends. */
+            fprintf(stderr, "server: %s: closed: out of memory for a reply\n", c->peer);
+            conn_mark_closing(s, c, ERR_NO_MEMORY);
         } else if (r->error != NULL) {
             fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, r->error);
             conn_mark_closing(s, c, "protocol error");
         } else {
-            c->inflight_bytes -= r->origin_size;
-            if (r->len > 0)
-                conn_send(s, c, r->bytes, r->len, NULL, 0, NULL, 0);
+            conn_send(s, c, r->bytes, r->len, NULL, 0, NULL, 0);
             conn_update(s, c);
         }
         free(r); /* exactly once, sent or dropped */

@@ -84,6 +84,9 @@ static void usage(FILE *out)
             "  --output-cap B     close a client whose queue would pass B bytes (%u)\n"
             "  --stale-ms MS      close a client whose queue made no progress for MS ms (%d)\n"
             "  --slow-ms MS       close a client whose queue stays over --high-water MS ms (%d)\n"
+            "  --drop abort|close how to end a client dropped for not reading (cap, stale,\n"
+            "                     slow): abort (default; RST, kernel buffers freed at once)\n"
+            "                     or close (FIN after everything the kernel still holds)\n"
             "  --nodelay on|off   TCP_NODELAY (default on: no Nagle delay for replies)\n"
             "  --threads N        handle messages on N worker threads (echo; default 0)\n"
             "  --idle-ms MS       close a connection quiet for MS ms, gracefully (%d; 0: never)\n"
@@ -116,6 +119,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {"output-cap", required_argument, NULL, 'C'},
         {"stale-ms", required_argument, NULL, 'T'},
         {"slow-ms", required_argument, NULL, 'K'},
+        {"drop", required_argument, NULL, 'D'},
         {"nodelay", required_argument, NULL, 'N'},
         {"threads", required_argument, NULL, 't'},
         {"idle-ms", required_argument, NULL, 'I'},
@@ -130,7 +134,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         {NULL, 0, NULL, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "f:r:L:M:S:s:W:w:C:T:K:N:t:I:F:G:O:H:p:m:vh", opts,
+    while ((c = getopt_long(argc, argv, "f:r:L:M:S:s:W:w:C:T:K:D:N:t:I:F:G:O:H:p:m:vh", opts,
                             NULL)) != -1) {
         switch (c) {
         case 'f': {
@@ -183,6 +187,14 @@ static void parse_args(int argc, char **argv, struct config *cfg)
             break;
         case 'T': cfg->stale_ms = (int)parse_number("--stale-ms", optarg, 1, 3600000); break;
         case 'K': cfg->slow_ms = (int)parse_number("--slow-ms", optarg, 1, 3600000); break;
+        case 'D':
+            if (strcmp(optarg, "abort") == 0 || strcmp(optarg, "close") == 0) {
+                cfg->drop_abort = strcmp(optarg, "abort") == 0;
+            } else {
+                fprintf(stderr, "server: --drop wants abort or close, not '%s'\n", optarg);
+                exit(2);
+            }
+            break;
         case 't': cfg->threads = (int)parse_number("--threads", optarg, 0, 64); break;
         case 'I': cfg->idle_ms = (int)parse_number("--idle-ms", optarg, 0, 86400000); break;
         case 'F': cfg->frame_ms = (int)parse_number("--frame-ms", optarg, 0, 86400000); break;
@@ -287,7 +299,9 @@ void conn_close(struct server *s, struct conn *c)
     s->count.msgs_dropped += buf_readable(&c->marks) / sizeof(uint64_t);
     s->count.closed[c->reason]++;
     table_remove(s, c->fd);
-    if (c->reason == CLOSE_OUTPUT_CAP || c->reason == CLOSE_STALE || c->reason == CLOSE_SLOW) {
+    bool not_reading =
+        c->reason == CLOSE_OUTPUT_CAP || c->reason == CLOSE_STALE || c->reason == CLOSE_SLOW;
+    if (not_reading && s->cfg.drop_abort) {
         /* A peer dropped for not reading: close() would leave what the
          * kernel still holds for it (up to tcp_wmem's maximum) in an orphan
          * socket, trickling out through the peer's window for minutes. It
@@ -731,6 +745,7 @@ int main(int argc, char **argv)
                             .output_cap_bytes = DEFAULT_OUTPUT_CAP_BYTES,
                             .stale_ms = DEFAULT_STALE_MS,
                             .slow_ms = DEFAULT_SLOW_MS,
+                            .drop_abort = true,
                             .idle_ms = DEFAULT_IDLE_MS,
                             .frame_ms = DEFAULT_FRAME_MS,
                             .linger_ms = DEFAULT_LINGER_MS,

@@ -87,6 +87,7 @@ struct config {
     size_t output_cap_bytes; /* a non-empty queue may not grow past this: close */
     int stale_ms;            /* queued output without progress this long: close */
     int slow_ms;             /* a queue over the high-water mark this long: close */
+    bool drop_abort;         /* a peer dropped for not reading (cap, stale, slow): RST, not FIN */
     int threads;             /* 0: handle messages on the loop thread */
     int idle_ms;             /* close (gracefully) a connection quiet for this long; 0: never */
     int frame_ms;            /* a started frame must be complete within this; 0: no limit */

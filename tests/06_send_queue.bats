@@ -338,3 +338,22 @@ both_waiting() {
     run "$(bin $L server)" --service broadcast --threads 2
     [ "$status" -eq 2 ] && [ "$output" = "server: --threads works with --service echo only" ]
 }
+
+@test "out of memory for the connection table (test hook SERVER_FAIL_ALLOC) refuses that connection with one line; the server goes on" {
+    SERVER_FAIL_ALLOC=table start_server server "$(bin $L server)" --port 0
+    for _ in 1 2; do
+        run client --port "$PORT" ping
+        [ "$status" -eq 1 ]
+    done
+    # two refusals: the first did not take the server down
+    [ "$(grep -Ec '^server: 127\.0\.0\.1:[0-9]+: refused: out of memory$' "$T/server.err")" -eq 2 ]
+}
+
+@test "--threads 2: out of memory for a reply closes that connection at once, as our failure, not a protocol error" {
+    SERVER_FAIL_ALLOC=reply start_server server "$(bin $L server)" --port 0 --threads 2
+    run timeout 20 "$(bin $L client)" --port "$PORT" ping
+    [ "$status" -eq 1 ] # not a hang: the worker's failure comes back to the loop
+    [[ $output == *"client: server closed the connection after 0 of 1 replies"* ]]
+    grep -Eq '^server: 127\.0\.0\.1:[0-9]+: closed: out of memory for a reply$' "$T/server.err"
+    refute grep -q 'protocol error' "$T/server.err"
+}

@@ -137,7 +137,7 @@ rst_loses_the_tail() {
     kill -TERM "$server"
     wait_exit "$reader" 60
     # slowreader checks every byte; its end of stream comes after the 30th reply
-    [ "$(cat "$T/reader.out")" = "slowreader: server closed the connection after 30 messages" ]
+    [ "$(cat "$T/reader.out")" = "slowreader: server closed the connection after 30 messages (300750 bytes)" ]
     wait_exit "$server" 10
     line=$(grep '^stats at exit' "$T/server.out")
     echo "$line"
@@ -261,6 +261,60 @@ rst_loses_the_tail() {
         [ "$ms" -eq -1 ] || [ "$ms" -ge 59000 ]
     done
     exec 7<&-
+}
+
+# drip_reader NAME: one 8 MB reply (an empty queue takes a message of any
+# size), read 64 KiB every 500 ms: about 128 kB/s, a minute for the whole reply.
+drip_reader() {
+    start_bg "$1" "$(bin tools slowreader)" --port "$PORT" --send 1 --size 8000000 \
+        --drip 65536:500 --read-for 60
+}
+
+@test "a drip reader (64 KiB every 500 ms) is never stale, but stays over the high-water mark: closed as too slow, aborted" {
+    start_server server "$(bin $L server)" --port 0 --sndbuf 65536 --stale-ms 3000 --slow-ms 4000
+    server=$PID
+    drip_reader drip
+    wait_exit "$PID" 30
+    re='^slowreader: server reset the connection after 0 messages \(([0-9]+) bytes\)$'
+    [[ $(cat "$T/drip.out") =~ $re ]]
+    [ "${BASH_REMATCH[1]}" -ge $((4 * 65536)) ] # bursts all along: never 3 s without progress
+    grep -Eq '^server: 127\.0\.0\.1:[0-9]+: closed: too slow \([0-9]+ bytes queued, over the high-water mark for 4000 ms\)$' \
+        "$T/server.err"
+    line=$(stats "$server")
+    echo "$line"
+    [ "$(counter closed_slow "$line")" -eq 1 ]
+    [ "$(counter closed_stale "$line")" -eq 0 ]
+    # SO_LINGER {1, 0}: a RST, and nothing of the connection left on the server's side
+    [ "$(ss -tnH "( sport = :$PORT )" | wc -l)" -eq 0 ]
+}
+
+@test "--drop close: the dropped drip reader's socket stays behind, an orphan in FIN-WAIT-1 with its Send-Q" {
+    start_server server "$(bin $L server)" --port 0 --sndbuf 65536 --slow-ms 1000 --drop close
+    server=$PID
+    drip_reader drip
+    wait_until 10 grep -q 'closed: too slow' "$T/server.err"
+    stats "$server" >/dev/null # a later turn: the close is done
+    orphan=$(ss -tnH state fin-wait-1 "( sport = :$PORT )")
+    echo "$orphan"
+    [ "$(wc -l <<<"$orphan")" -eq 1 ]
+    [ "$(awk '{ print $2 }' <<<"$orphan")" -gt 0 ] # bytes the kernel still owes the peer
+    wait_exit "$PID" 30
+    # the kernel delivered them, then the FIN
+    grep -Eqx 'slowreader: server closed the connection after 0 messages \([0-9]+ bytes\)' "$T/drip.out"
+}
+
+@test "a steady reader under the limit (1 MB/s) is kept: its queue passes the high-water mark, but never for --slow-ms" {
+    start_server server "$(bin $L server)" --port 0 --sndbuf 65536 --slow-ms 1000
+    server=$PID
+    run timeout 60 "$(bin tools slowreader)" --port "$PORT" --send 100 --size 20000 \
+        --read-rate 1000000 --expect 100 --read-for 30
+    [ "$status" -eq 0 ]
+    [[ $output =~ ^slowreader:\ received\ 100\ messages\ \(2002500\ bytes\)\ in\ .*,\ all\ intact$ ]]
+    grep -q 'reading paused' "$T/server.err" # the condition: over the mark at times
+    line=$(stats "$server")
+    echo "$line"
+    [ "$(counter closed_slow "$line")" -eq 0 ]
+    [ "$(counter msgs_sent "$line")" -eq 100 ]
 }
 
 @test "a second SIGTERM during the stop ends it at once (still exit 0)" {

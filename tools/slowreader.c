@@ -4,16 +4,23 @@
 // not at all, piles up: first in that client's receive buffer, then in the server's send
 // buffer, then (lesson 6) in the server's own output queue, which grows without bound unless
 // the server caps it. This tool is that client. It sends --send messages of --size bytes in the
-// lesson protocol, then either reads the replies at --read-rate bytes per second and checks
-// each one, or --never-read: it never calls recv() and only watches whether the server gives
-// up on it.
+// lesson protocol and reads the replies, checking each one, in one of three ways:
+//   --read-rate R     at most R bytes per second, a steady trickle;
+//   --drip BYTES:MS   BYTES bytes, then nothing for MS milliseconds, and again: a slow drip, a
+//                     reader that makes a little progress now and then, which a server timer
+//                     that looks only for no progress at all does not catch (with MS below it);
+//   --never-read      never: it never calls recv() and only watches whether the server gives
+//                     up on it.
+// (Without any of them it reads as fast as the replies come.)
 //
-// It prints one line on stdout:
+// It prints one line on stdout (B counts every byte received, headers included):
 //   slowreader: received M messages (B bytes) in X.X s, all intact
-//   slowreader: server closed the connection after M messages
-//   slowreader: never read; server closed the connection after X.X s
+//   slowreader: server closed the connection after M messages (B bytes)   a FIN: recv() gave 0
+//   slowreader: server reset the connection after M messages (B bytes)    a RST: ECONNRESET
+//   slowreader: never read; server closed the connection after X.X s      FIN or RST alike
 //   slowreader: never read; still open after X.X s
-// Exit status: 0 done, 1 an error or a bad or missing message (one line on stderr), 2 bad usage.
+// Exit status: 0 done, 1 an error or a bad or missing message (one line on stderr), 2 bad usage;
+// a closed or reset connection is 0 unless --expect replies were still missing.
 
 #include "toolkit.h"
 
@@ -36,6 +43,8 @@
 #define MAX_SEND                10000000u
 #define MAX_RATE_BYTES_PER_S    1000000000u
 #define MAX_READ_FOR_S          3600u
+#define MAX_DRIP_BYTES          (1u << 30)
+#define MAX_DRIP_MS             3600000u
 #define NEVER_READ_RCVBUF_BYTES 4096
 #define READ_BUFFER_BYTES       4096 // at most one recv(); also the depth of the token bucket
 #define READ_MIN_BYTES          1024 // wait for this many tokens, rather than recv() byte by byte
@@ -44,6 +53,8 @@
 struct options {
     const char *host;
     uint64_t port, send_count, size_bytes, read_rate, expect, read_for_s; // read_rate 0: no limit
+    // --drip BYTES:MS; drip_bytes 0: no drip
+    uint64_t drip_bytes, drip_ms;
     bool never_read, has_expect, verbose;
 };
 
@@ -63,10 +74,13 @@ struct receiver {
     uint64_t messages, bytes;
     double tokens; // the token bucket: bytes we may read now
     int64_t refilled_ns;
+    uint64_t drip_left;    // the drip: bytes still to read in this burst
+    int64_t drip_until_ns; // the drip: no reading before this time (the pause)
 };
 
 // Named results of one I/O step; IO_ERROR and IO_BAD have already said why on stderr.
-enum io_result { IO_OK, IO_CLOSED, IO_ERROR, IO_BAD };
+// IO_CLOSED is the server's FIN, IO_RESET its RST.
+enum io_result { IO_OK, IO_CLOSED, IO_RESET, IO_ERROR, IO_BAD };
 
 // Byte j of message i's body. Each message is the previous one shifted by one, so a lost,
 // repeated or reordered message (within 256 of its place) shows up as a wrong byte.
@@ -103,7 +117,11 @@ static enum io_result sender_step(int fd, struct sender *s, const struct options
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return IO_OK; // not an error: POLLOUT says when there is room
-        if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+        // send() may hear of a RST before recv() does (ECONNRESET, reported once). EPIPE: the
+        // server sent its FIN first and reset us for writing on; the FIN was the end.
+        if (n < 0 && errno == ECONNRESET)
+            return IO_RESET;
+        if (n < 0 && errno == EPIPE)
             return IO_CLOSED;
         if (n < 0) {
             log_line("send: %s", strerror(errno));
@@ -188,7 +206,43 @@ static void bucket_refill(struct receiver *r, const struct options *opt, int64_t
     r->refilled_ns = now;
 }
 
-// Read once, at most `budget` bytes (already limited by the bucket).
+// The drip: n bytes read come off the burst. The last byte of a burst starts the pause, so
+// for MS the reader takes nothing at all.
+static void drip_take(struct receiver *r, const struct options *opt, uint64_t n)
+{
+    if (n < r->drip_left) {
+        r->drip_left -= n;
+        return;
+    }
+    r->drip_left = opt->drip_bytes;
+    r->drip_until_ns = clock_ns() + (int64_t)opt->drip_ms * 1000000;
+}
+
+// How long the reading mode says to wait before the next read, 0 to read now: until the bucket
+// holds `want` tokens (rounded up, so never too early), or until the drip's pause is over.
+static int64_t receiver_pause_ns(const struct receiver *r, const struct options *opt, int64_t now,
+                                 double want)
+{
+    if (opt->read_rate > 0 && r->tokens < want)
+        return 1 + (int64_t)((want - r->tokens) * 1e9 / (double)opt->read_rate);
+    if (opt->drip_bytes > 0 && r->drip_until_ns > now)
+        return r->drip_until_ns - now;
+    return 0;
+}
+
+// How much the next read may take: what the bucket holds, what is left of the burst, or all.
+static size_t receiver_budget(const struct receiver *r, const struct options *opt)
+{
+    if (opt->read_rate > 0)
+        return (size_t)r->tokens;
+    if (opt->drip_bytes > 0)
+        return (size_t)r->drip_left;
+    return SIZE_MAX;
+}
+
+// Read once, at most `budget` bytes. A FIN and a RST both end the stream, but they are not the
+// same news: a FIN says the server sent all it meant to; a RST may have thrown away replies it
+// had already queued for us.
 static enum io_result receiver_step(int fd, struct receiver *r, const struct options *opt,
                                     size_t budget)
 {
@@ -200,14 +254,18 @@ static enum io_result receiver_step(int fd, struct receiver *r, const struct opt
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return IO_OK;
-    if (n == 0 || (n < 0 && errno == ECONNRESET))
+    if (n == 0)
         return IO_CLOSED;
+    if (n < 0 && errno == ECONNRESET)
+        return IO_RESET;
     if (n < 0) {
         log_line("recv: %s", strerror(errno));
         return IO_ERROR;
     }
     r->bytes += (uint64_t)n;
     r->tokens -= (double)n;
+    if (opt->drip_bytes > 0)
+        drip_take(r, opt, (uint64_t)n);
     return receiver_feed(r, opt, buf, (size_t)n);
 }
 
@@ -221,10 +279,11 @@ static int connect_to(const struct options *opt)
                        opt->never_read ? NEVER_READ_RCVBUF_BYTES : 0, true);
 }
 
-enum outcome { RUNNING, DONE, TIMED_OUT, CLOSED, FAILED };
+enum outcome { RUNNING, DONE, TIMED_OUT, CLOSED, RESET, FAILED };
 
-// The loop: send while the socket takes it, read when the bucket allows, until --expect
-// messages are in, the server closes, or --read-for runs out. Every poll() is bounded by it.
+// The loop: send while the socket takes it, read when the bucket or the drip allows, until
+// --expect messages are in, the server closes, or --read-for runs out. Every poll() is bounded
+// by it.
 static enum outcome run(int fd, const struct options *opt, struct sender *s, struct receiver *r,
                         int64_t start)
 {
@@ -233,6 +292,8 @@ static enum outcome run(int fd, const struct options *opt, struct sender *s, str
 
     r->tokens = bucket_depth(opt);
     r->refilled_ns = start;
+    r->drip_left = opt->drip_bytes;
+    r->drip_until_ns = start; // the first burst at once
     for (;;) {
         int64_t now = clock_ns(), wait_ns = deadline - now;
         struct pollfd pfd = {.fd = fd};
@@ -245,15 +306,17 @@ static enum outcome run(int fd, const struct options *opt, struct sender *s, str
         if (s->index < opt->send_count)
             pfd.events |= POLLOUT;
         // Only --never-read asks for POLLRDHUP: a reader would see it on every turn while it
-        // waits for tokens, a busy loop; it learns of the FIN from recv() returning 0.
+        // waits for tokens or sits out a pause, a busy loop; it learns of the FIN from recv()
+        // returning 0.
         if (opt->never_read)
             pfd.events |= POLLRDHUP;
         else if (opt->read_rate > 0)
             bucket_refill(r, opt, now);
-        if (!opt->never_read && (opt->read_rate == 0 || r->tokens >= want))
+        int64_t pause_ns = opt->never_read ? 0 : receiver_pause_ns(r, opt, now, want);
+        if (!opt->never_read && pause_ns == 0)
             pfd.events |= POLLIN;
-        else if (!opt->never_read && (want - r->tokens) * 1e9 / (double)opt->read_rate < wait_ns)
-            wait_ns = (int64_t)((want - r->tokens) * 1e9 / (double)opt->read_rate);
+        else if (!opt->never_read && pause_ns < wait_ns)
+            wait_ns = pause_ns;
         int ready = poll(&pfd, 1, (int)((wait_ns + 999999) / 1000000));
         if (ready < 0 && errno == EINTR)
             continue;
@@ -269,10 +332,11 @@ static enum outcome run(int fd, const struct options *opt, struct sender *s, str
         if ((pfd.revents & POLLOUT) && !gone)
             io = sender_step(fd, s, opt);
         if (io == IO_OK && !opt->never_read && (pfd.revents & POLLIN || gone))
-            io = receiver_step(fd, r, opt,
-                               opt->read_rate == 0 || gone ? SIZE_MAX : (size_t)r->tokens);
+            io = receiver_step(fd, r, opt, gone ? SIZE_MAX : receiver_budget(r, opt));
         if (io == IO_CLOSED)
             return CLOSED;
+        if (io == IO_RESET)
+            return RESET;
         if (io != IO_OK)
             return FAILED;
     }
@@ -282,8 +346,8 @@ static void options_usage(FILE *out)
 {
     fprintf(out,
             "usage: slowreader --port P [--host H] [--send N] [--size BYTES]\n"
-            "         [--read-rate BYTES_PER_S | --never-read] [--read-for SECONDS] [--expect N]"
-            " [-v]\n"
+            "         [--read-rate BYTES_PER_S | --drip BYTES:MS | --never-read]\n"
+            "         [--read-for SECONDS] [--expect N] [-v]\n"
             "Sends N protocol messages (flags 0) and then reads the replies slowly, or never,\n"
             "to show what a server does with a peer that does not keep up.\n"
             "  --host H, --port P   the server (default host %s)\n"
@@ -291,12 +355,37 @@ static void options_usage(FILE *out)
             "  --size BYTES         body size of each message (default %u, at most 10 MiB)\n"
             "  --read-rate R        read at most R bytes per second and check every reply\n"
             "                       (default: no limit); B in the result counts header bytes\n"
+            "  --drip BYTES:MS      read and check BYTES bytes, then nothing for MS ms, again\n"
+            "                       and again: a slow drip (e.g. 65536:1500)\n"
             "  --never-read         never call recv() (with a %d-byte SO_RCVBUF); report whether\n"
             "                       the server closed the connection\n"
             "  --read-for SECONDS   stop after this long (default %u)\n"
             "  --expect N           stop once N replies are in; fewer is a failure\n"
-            "  -v, --verbose        say what was sent and received at the end\n",
+            "  -v, --verbose        say what was sent and received at the end\n"
+            "The result tells a FIN ('server closed the connection') from a RST ('server reset\n"
+            "the connection').\n",
             DEFAULT_HOST, DEFAULT_SIZE_BYTES, NEVER_READ_RCVBUF_BYTES, DEFAULT_READ_FOR_S);
+}
+
+// --drip BYTES:MS, two numbers. Returns 0, or -1 after one line on stderr.
+static int options_drip(const char *text, struct options *opt)
+{
+    const char *colon = strchr(text, ':');
+
+    if (colon == NULL) {
+        log_line("--drip wants BYTES:MS (e.g. 65536:1500), not '%s'", text);
+        return -1;
+    }
+    char *bytes = strndup(text, (size_t)(colon - text));
+    if (bytes == NULL) {
+        log_line("out of memory");
+        return -1;
+    }
+    int rc = options_number("--drip BYTES", bytes, 1, MAX_DRIP_BYTES, &opt->drip_bytes);
+    free(bytes);
+    if (rc < 0)
+        return -1;
+    return options_number("--drip MS", colon + 1, 1, MAX_DRIP_MS, &opt->drip_ms);
 }
 
 // Returns -1 to run, 0 after --help, 2 on bad usage (one line already on stderr).
@@ -308,6 +397,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
         {"send", required_argument, NULL, 'n'},
         {"size", required_argument, NULL, 's'},
         {"read-rate", required_argument, NULL, 'r'},
+        {"drip", required_argument, NULL, 'd'},
         {"never-read", no_argument, NULL, 'N'},
         {"read-for", required_argument, NULL, 't'},
         {"expect", required_argument, NULL, 'e'},
@@ -319,7 +409,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
     int c;
 
     opterr = 0; // with the leading ':', getopt_long reports problems to us instead of printing
-    while ((c = getopt_long(argc, argv, ":H:p:n:s:r:Nt:e:vh", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:n:s:r:d:Nt:e:vh", long_options, NULL)) != -1) {
         int rc = 0;
         switch (c) {
         case 'H': opt->host = optarg; break;
@@ -335,6 +425,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
             rc = options_number("--read-rate", optarg, 1, MAX_RATE_BYTES_PER_S, &opt->read_rate);
             has_rate = true;
             break;
+        case 'd': rc = options_drip(optarg, opt); break;
         case 'N': opt->never_read = true; break;
         case 't':
             rc = options_number("--read-for", optarg, 1, MAX_READ_FOR_S, &opt->read_for_s);
@@ -357,6 +448,8 @@ static int options_parse(int argc, char **argv, struct options *opt)
         log_line("--port P is required (try --help)");
     else if (opt->never_read && (has_rate || opt->has_expect))
         log_line("--never-read reads nothing: not with --%s", has_rate ? "read-rate" : "expect");
+    else if (opt->drip_bytes > 0 && (has_rate || opt->never_read))
+        log_line("--drip reads in bursts: not with --%s", has_rate ? "read-rate" : "never-read");
     else
         return -1;
     return 2;
@@ -394,13 +487,16 @@ int main(int argc, char **argv)
         return 1;
     if (opt.never_read) {
         printf("slowreader: never read; %s after %.1f s\n",
-               outcome == CLOSED ? "server closed the connection" : "still open", seconds);
+               outcome == CLOSED || outcome == RESET ? "server closed the connection"
+                                                     : "still open",
+               seconds);
         return 0;
     }
     bool short_of_expect = opt.has_expect && r.messages < opt.expect;
-    if (outcome == CLOSED) {
-        printf("slowreader: server closed the connection after %llu messages\n",
-               (unsigned long long)r.messages);
+    if (outcome == CLOSED || outcome == RESET) {
+        printf("slowreader: server %s the connection after %llu messages (%llu bytes)\n",
+               outcome == RESET ? "reset" : "closed", (unsigned long long)r.messages,
+               (unsigned long long)r.bytes);
         return short_of_expect ? 1 : 0;
     }
     printf("slowreader: received %llu messages (%llu bytes) in %.1f s, all intact\n",
