@@ -134,9 +134,3 @@ ssize_t buf_send_fd(struct buffer *b, int fd)
         buf_consume(b, (size_t)n);
     return n;
 }
-
-void buf_release_if_big(struct buffer *b, size_t keep_bytes)
-{
-    if (buf_readable(b) == 0 && b->cap > keep_bytes)
-        buf_free(b);
-}

@@ -122,7 +122,7 @@ void loop_epoll(struct server *s)
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
             if (c == NULL) {
-                if (s->listen_fd != -1) /* closed by a stop earlier in this batch */
+                if (s->listen_fd != -1) /* a stop earlier in this turn closed it */
                     server_accept(s, on_new, NULL, false);
                 continue;
             }

@@ -9,11 +9,9 @@
  * The order of bytes is sacred: a new message goes BEHIND what is queued,
  * never ahead of it, so the direct write is only tried on an empty queue.
  *
- * Lesson 7 adds two things. Batching: replies to the messages decoded
- * from one read are collected and leave in one send() (a client that
- * pipelines 100 requests costs one system call, not 100). Accounting: the
- * queue remembers where each reply ends (c->marks), so the counters know
- * when a reply was really handed to the kernel, and how many a close dropped.
+ * Lesson 7 adds accounting: the queue remembers where each reply ends
+ * (c->marks), so the counters know when a reply was really handed to the
+ * kernel, and how many a close dropped.
  */
 #include "server.h"
 
@@ -24,15 +22,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
-
-/* Replies collected while one read is decoded: small ones only (up to
- * BATCH_REPLY_BYTES each, BATCH_MAX_BYTES in all). Copying a small reply is
- * cheaper than a system call; a big one is written directly from where it
- * is, after what was collected, without a copy. */
-#define BATCH_REPLY_BYTES 4096u
-#define BATCH_MAX_BYTES   (64u << 10)
-/* A drained queue keeps a buffer this big at most (see buf_release_if_big). */
-#define KEEP_OUTPUT_BYTES 4096u
 
 long long server_now_ms(void)
 {
@@ -113,22 +102,7 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     size_t total = prefix_len + body_len + suffix_len;
     size_t queued = buf_readable(&c->out);
     size_t sent = 0;
-    /* Collect only what the output cap allows: a queue EPOLLOUT is waiting
-     * for is a backlog, and the cap holds for it whichever way a reply comes. */
-    bool collect = c->batching && total <= BATCH_REPLY_BYTES && queued + total <= BATCH_MAX_BYTES &&
-                   queued + total <= s->cfg.output_cap_bytes;
-    if (!collect && c->batching && queued > 0 && !(c->events & EPOLLOUT)) {
-        /* A big reply in a batch: what was collected goes first. */
-        conn_flush(s, c);
-        if (c->closing) {
-            s->count.msgs_dropped++;
-            return false;
-        }
-        queued = buf_readable(&c->out);
-    }
-    if (collect) {
-        /* Batching: sent by conn_batch_end(), with the others of this read. */
-    } else if (queued == 0) {
+    if (queued == 0) {
         /* Why try first: most messages fit in the socket's send buffer, and
          * a direct write saves two epoll_ctl calls and a wake-up. */
         struct iovec iov[3] = {
@@ -162,9 +136,9 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
         s->count.msgs_dropped++;
         return false;
     }
-    if (collect || queued > 0)
+    if (queued > 0)
         c->out_queued_total += total;
-    if (queued == 0) /* the queue begins: the stale clock starts now */
+    else /* the queue begins: the stale clock starts now */
         timer_start(&s->stale_timers, &c->stale, s->now_ms);
     /* Queue what the kernel did not take, part by part. */
     const uint8_t *parts[3] = {prefix, body, suffix};
@@ -180,23 +154,6 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
         }
     }
     return mark_reply_end(s, c);
-}
-
-void conn_batch_begin(struct conn *c)
-{
-    c->batching = true;
-}
-
-void conn_batch_end(struct server *s, struct conn *c)
-{
-    c->batching = false;
-    /* The replies of this read, in one send. Only if the queue is ours: a
-     * queue EPOLLOUT is already waiting for is not writable now anyway. */
-    if (!c->closing && buf_readable(&c->out) > 0 && !(c->events & EPOLLOUT)) {
-        trace("send fd=%d: %zu bytes of replies collected from this read: one send", c->fd,
-              buf_readable(&c->out));
-        conn_flush(s, c);
-    }
 }
 
 void conn_flush(struct server *s, struct conn *c)
@@ -224,10 +181,8 @@ void conn_flush(struct server *s, struct conn *c)
               before - buf_readable(&c->out), buf_readable(&c->out));
         timer_start(&s->stale_timers, &c->stale, s->now_ms); /* it moved: start over */
     }
-    if (buf_readable(&c->out) == 0) {
+    if (buf_readable(&c->out) == 0)
         timer_stop(&c->stale);
-        buf_release_if_big(&c->out, KEEP_OUTPUT_BYTES);
-    }
 }
 
 void conn_update(struct server *s, struct conn *c)

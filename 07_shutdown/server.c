@@ -49,8 +49,8 @@
 #define DEFAULT_STALE_MS         3000
 /* A queue may stay over the high-water mark this long: enough for a whole
  * 10 MiB reply at 3 Mbit/s, like the frame timer below for a request. */
-#define DEFAULT_SLOW_MS 30000
-#define DEFAULT_MAX_LINE_BYTES   1024
+#define DEFAULT_SLOW_MS        30000
+#define DEFAULT_MAX_LINE_BYTES 1024
 /* Lesson 7's timeouts. Idle: a minute of silence. Frame: a whole message,
  * header and body, within 30 s of its first byte (a 10 MiB body at 3 Mbit/s).
  * Linger: after our FIN, 2 s for the peer's. Stop: 5 s to finish everything. */
@@ -58,10 +58,6 @@
 #define DEFAULT_FRAME_MS  30000
 #define DEFAULT_LINGER_MS 2000
 #define DEFAULT_STOP_MS   5000
-/* Reads into an empty input buffer go to a scratch area first (conn_read);
- * an emptied input buffer bigger than KEEP_INPUT_BYTES is given back. */
-#define SCRATCH_BYTES    (64u << 10)
-#define KEEP_INPUT_BYTES 4096u
 /* The input buffer holds at most one incomplete frame plus one read. */
 #define MAX_INPUT_BYTES (FRAME_HEADER_BYTES + MAX_BODY_BYTES + 2 * 65536)
 
@@ -101,8 +97,7 @@ static void usage(FILE *out)
             "a second signal stops at once). SIGUSR1 prints the counters.\n",
             DEFAULT_MAX_LINE_BYTES, DEFAULT_RECORD_BYTES, DEFAULT_HIGH_WATER_BYTES,
             DEFAULT_LOW_WATER_BYTES, DEFAULT_OUTPUT_CAP_BYTES, DEFAULT_STALE_MS, DEFAULT_SLOW_MS,
-            DEFAULT_IDLE_MS, DEFAULT_FRAME_MS, DEFAULT_LINGER_MS,
-            DEFAULT_STOP_MS);
+            DEFAULT_IDLE_MS, DEFAULT_FRAME_MS, DEFAULT_LINGER_MS, DEFAULT_STOP_MS);
 }
 
 static void parse_args(int argc, char **argv, struct config *cfg)
@@ -428,7 +423,8 @@ void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn
         int on = 1;
         if (s->cfg.nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
             fprintf(stderr, "server: %s: setsockopt(TCP_NODELAY): %s\n", peer, strerror(errno));
-        struct conn *c = table_reserve(s, fd) == 0 ? conn_new(s, fd, (struct sockaddr *)&addr) : NULL;
+        struct conn *c =
+            table_reserve(s, fd) == 0 ? conn_new(s, fd, (struct sockaddr *)&addr) : NULL;
         if (c == NULL) {
             refuse(s, fd, peer, ERR_NO_MEMORY);
             continue;
@@ -522,18 +518,32 @@ static const char *handle_message(struct server *s, struct conn *c, const struct
     return NULL;
 }
 
-/* The decoding loop of lesson 5 over data[0..len), with one more exit:
- * once this client's own queue passes the high-water mark, stop taking its
- * messages until the queue drains. Returns the bytes of whole frames used;
- * the caller keeps the rest. */
-static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *data, size_t len,
-                            bool *frame_done)
+/* Received bytes thrown away unhandled: count them, and the whole messages
+ * among them (a protocol error stops the count at the bad frame). */
+void conn_drop_input(struct server *s, struct conn *c)
 {
-    size_t used = 0;
+    size_t at = 0, len = buf_readable(&c->in);
+    struct frame f;
+    const char *why;
+    while (frame_decode(&s->cfg.rules, buf_peek(&c->in) + at, len - at, &f, &why) == FRAME_OK) {
+        s->count.msgs_unanswered++;
+        at += f.frame_len;
+    }
+    s->count.bytes_unanswered += len;
+    buf_free(&c->in);
+}
+
+void conn_decode(struct server *s, struct conn *c)
+{
+    /* The decoding loop of lesson 5, with one more exit: once this
+     * client's own queue passes the high-water mark, stop taking its
+     * messages (they wait in c->in) until the queue drains. */
+    bool frame_done = false;
     while (!c->closing && !conn_over_high_water(s, c)) {
         struct frame f;
         const char *why = NULL;
-        enum frame_status st = frame_decode(&s->cfg.rules, data + used, len - used, &f, &why);
+        enum frame_status st =
+            frame_decode(&s->cfg.rules, buf_peek(&c->in), buf_readable(&c->in), &f, &why);
         if (st == FRAME_NEED_MORE)
             break;
         if (st == FRAME_OK)
@@ -541,103 +551,20 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
         if (why == ERR_NO_MEMORY) { /* our failure: this message stays unanswered */
             fprintf(stderr, "server: %s: closed: out of memory for a message\n", c->peer);
             conn_mark_closing(s, c, CLOSE_ERROR); /* counts it with the rest of c->in */
-            break;
+            return;
         }
         if (why != NULL) {
             fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
             conn_mark_closing(s, c, CLOSE_PROTOCOL);
-            break;
+            return;
         }
         s->count.msgs_in++;
-        *frame_done = true;
-        used += f.frame_len;
-    }
-    return used;
-}
-
-/* Received bytes thrown away unhandled: count them, and the whole messages
- * among them (a protocol error stops the count at the bad frame). */
-static void count_unanswered(struct server *s, const uint8_t *data, size_t len)
-{
-    size_t at = 0;
-    struct frame f;
-    const char *why;
-    while (frame_decode(&s->cfg.rules, data + at, len - at, &f, &why) == FRAME_OK) {
-        s->count.msgs_unanswered++;
-        at += f.frame_len;
-    }
-    s->count.bytes_unanswered += len;
-}
-
-void conn_drop_input(struct server *s, struct conn *c)
-{
-    count_unanswered(s, buf_peek(&c->in), buf_readable(&c->in));
-    buf_free(&c->in);
-}
-
-void conn_decode(struct server *s, struct conn *c)
-{
-    /* Lesson 7: the replies to all the messages of this pass leave in one send.
-     * Decoding stops at the high-water mark, and that send may empty the
-     * queue again: then the whole messages still in c->in are decoded now,
-     * because no new byte and no epoll event would bring us back for them. */
-    bool frame_done = false;
-    size_t used;
-    do {
-        conn_batch_begin(c);
-        used = decode_frames(s, c, buf_peek(&c->in), buf_readable(&c->in), &frame_done);
+        frame_done = true;
         if (!c->closing)
-            buf_consume(&c->in, used);
-        conn_batch_end(s, c);
-    } while (used > 0 && !c->closing && buf_readable(&c->in) > 0 && !conn_over_high_water(s, c));
-    if (!c->closing) {
-        buf_release_if_big(&c->in, KEEP_INPUT_BYTES); /* all decoded: give a big buffer back */
+            buf_consume(&c->in, f.frame_len);
+    }
+    if (!c->closing)
         conn_frame_timer_update(s, c, frame_done);
-    }
-}
-
-/* One read, then decode. The common case is a connection with nothing
- * buffered whose read brings whole messages: then the bytes are read into
- * a scratch area shared by all connections, decoded right there, and only
- * an unfinished frame is copied into c->in. No copy and no buffer of its
- * own for a connection that keeps up, so 10000 busy connections do not
- * spread their messages over 10000 buffers the CPU cache cannot hold.
- * Returns what read() would; *decoded says whether it decoded already. */
-static ssize_t conn_read(struct server *s, struct conn *c, bool *decoded)
-{
-    *decoded = false;
-    if (buf_readable(&c->in) > 0) { /* a frame is half here: read behind it */
-        ssize_t n = buf_read_fd(&c->in, c->fd);
-        if (n > 0)
-            trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
-        return n;
-    }
-    static uint8_t scratch[SCRATCH_BYTES]; /* the loop thread's: emptied before we return */
-    ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
-    if (n <= 0)
-        return n;
-    trace("recv fd=%d -> %zd bytes (%zd buffered)", c->fd, n, n);
-    /* Replies leave before scratch is reused: sent, or copied into c->out. */
-    bool frame_done = false;
-    conn_batch_begin(c);
-    size_t used = decode_frames(s, c, scratch, (size_t)n, &frame_done);
-    conn_batch_end(s, c);
-    if (!c->closing && used < (size_t)n &&
-        buf_append(&c->in, scratch + used, (size_t)n - used) == -1) {
-        fprintf(stderr, "server: %s: closed: out of memory for the input buffer\n", c->peer);
-        conn_mark_closing(s, c, CLOSE_ERROR);
-    }
-    *decoded = true;
-    if (c->closing) { /* the rest of this read will never be handled */
-        count_unanswered(s, scratch + used, (size_t)n - used);
-        return n;
-    }
-    conn_frame_timer_update(s, c, frame_done);
-    /* Stopped at the high-water mark, and the batch's send brought the
-     * queue back under it: what is left may hold whole messages. */
-    if (used > 0 && used < (size_t)n && !conn_over_high_water(s, c))
-        conn_decode(s, c);
-    return n;
 }
 
 void conn_on_readable(struct server *s, struct conn *c)
@@ -660,8 +587,7 @@ void conn_on_readable(struct server *s, struct conn *c)
             conn_want_more(s, c);
             return;
         }
-        bool decoded;
-        ssize_t n = conn_read(s, c, &decoded);
+        ssize_t n = buf_read_fd(&c->in, c->fd);
         if (n == -1) {
             if (errno == EINTR)
                 continue;
@@ -680,11 +606,11 @@ void conn_on_readable(struct server *s, struct conn *c)
             timer_stop(&c->frame); /* that frame will never be finished */
             return;
         }
+        trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
         s->count.bytes_in += (uint64_t)n;
         conn_touch(s, c);
         budget -= (size_t)n < budget ? (size_t)n : budget;
-        if (!decoded)
-            conn_decode(s, c);
+        conn_decode(s, c);
         if (s->cfg.mode == MODE_LT)
             return;
     }

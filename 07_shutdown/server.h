@@ -59,7 +59,6 @@ struct conn {
     uint32_t events;           /* what is registered with epoll right now */
     bool reading_paused;       /* the queue passed the high-water mark */
     bool read_eof;             /* the peer finished sending: close once out is empty */
-    bool batching;             /* decoding one read: replies collect in out, one send after */
     struct timer activity;     /* idle timeout (OPEN), or linger timeout (LINGERING) */
     struct timer frame;        /* running while a frame is partly here */
     struct timer stale;        /* running while output is queued: restarted when it moves */
@@ -99,7 +98,7 @@ struct config {
  * queued = sent + dropped + still in a queue (0 at exit). */
 struct counters {
     uint64_t accepted, refused;
-    uint64_t msgs_in;      /* whole messages decoded and handed to the service */
+    uint64_t msgs_in; /* whole messages decoded and handed to the service */
     /* Received but never handled: the connection closed first (an error,
      * or a stop deadline). Whole messages, and every byte thrown away. */
     uint64_t msgs_unanswered, bytes_unanswered;
@@ -121,10 +120,10 @@ struct server {
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
     struct conn *closing;             /* to close once the current turn is over */
-    uint64_t next_gen;       /* generations handed out so far */
-    struct workers *workers; /* --threads N, or NULL */
-    struct conn *more;       /* et: connections to serve again without waiting */
-    long long now_ms;        /* the loop's clock, read once per turn */
+    uint64_t next_gen;                /* generations handed out so far */
+    struct workers *workers;          /* --threads N, or NULL */
+    struct conn *more;                /* et: connections to serve again without waiting */
+    long long now_ms;                 /* the loop's clock, read once per turn */
     struct timer_list idle_timers, frame_timers, linger_timers, stale_timers, slow_timers;
     int signal_fd;              /* SIGINT, SIGTERM, SIGUSR1 arrive here as data */
     bool stopping;              /* a graceful stop is under way */
@@ -195,9 +194,6 @@ long long server_now_ms(void);
 void conn_close(struct server *s, struct conn *c);
 /* Replies that are fully sent: advance the marks by what the kernel took. */
 void conn_count_sent(struct server *s, struct conn *c, size_t n);
-/* Decoding one read's messages: collect the replies, then send them in one call. */
-void conn_batch_begin(struct conn *c);
-void conn_batch_end(struct server *s, struct conn *c);
 /* Decode and handle every whole message in c->in (until reading pauses). */
 void conn_decode(struct server *s, struct conn *c);
 

@@ -229,25 +229,6 @@ rst_loses_the_tail() {
     [ "$(counter closed_error "$line")" -eq 0 ]
 }
 
-@test "--high-water below one read's replies: every pipelined message is still answered" {
-    start_server server "$(bin $L server)" --port 0 --high-water 1 --low-water 0
-    run client --port "$PORT" --one-write --repeat 5 ping
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 5 messages sent, 5 replies, all intact"* ]]
-}
-
-@test "--output-cap under 64 KiB holds for replies collected from one read, too" {
-    start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --output-cap 10000
-    run client --port "$PORT" --quiet --repeat 3000 --body-bytes 1000 --pause-ms 2000
-    [ "$status" -eq 1 ]
-    wait_until 10 grep -q 'closed: output cap' "$T/server.err"
-    re='closed: output cap \(([0-9]+) bytes queued, ([0-9]+) more\)'
-    [[ $(grep 'closed: output cap' "$T/server.err") =~ $re ]]
-    echo "queued ${BASH_REMATCH[1]}, one more reply of ${BASH_REMATCH[2]}"
-    [ "${BASH_REMATCH[1]}" -le 10000 ]
-    [ $((BASH_REMATCH[1] + BASH_REMATCH[2])) -gt 10000 ]
-}
-
 @test "an idle server sleeps until its nearest deadline: no periodic wake-up for the stale-output check" {
     start_traced server -qq -o "$T/strace.log" -e trace=epoll_wait -- "$(bin $L server)" --port 0
     exec 7<>"/dev/tcp/127.0.0.1/$PORT"
@@ -404,20 +385,6 @@ drip_reader() {
     run timeout 10 "$(bin $L client)" --port "$PORT" --quiet again
     [ "$status" -eq 0 ]
     kill -0 "$PID"
-}
-
-@test "pipelined requests are answered with one send per read (batching), not one per reply" {
-    command -v strace >/dev/null || skip "strace is not installed"
-    start_traced server -f -e trace=sendmsg,sendto,write -o "$T/strace.log" -- "$(bin $L server)" --port 0
-    # --one-write: 100 messages in one send(), so they arrive in one or a few reads
-    run timeout 20 "$(bin $L client)" --port "$PORT" --quiet --one-write --repeat 100 ping
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
-    kill -TERM "$TRACED_PID" # a graceful stop; strace then exits by itself
-    wait_exit "$PID" 10
-    sends=$(grep -cE 'sendto\(|sendmsg\(' "$T/strace.log")
-    echo "server send calls for 100 replies: $sends"
-    [ "$sends" -le 10 ]
 }
 
 @test "--max-conns 2: a third connection is refused at once and counted" {

@@ -225,31 +225,6 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     [ "$(counter msgs_queued "$last")" -eq $(($(counter msgs_sent "$last") + $(counter msgs_dropped "$last"))) ]
 }
 
-@test "batching by hand: five pipelined requests in one read are answered with one send" {
-    # doc_cmd 07_shutdown.md './run server --port 0 -v'
-    printed_in 07_shutdown.md './run server --port 0 -v'
-    run_server --port 0 -v
-    doc_cmd 07_shutdown.md './run client --port $PORT --quiet --one-write --repeat 5 ping'
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 5 messages sent, 5 replies, all intact (1 recv call, "* ]]
-    wait_until 5 grep -q 'closed its side' "$T/srv.err"
-    grep -qE '^server: recv fd=[0-9]+ -> 145 bytes \(145 buffered\)$' "$T/srv.err"
-    [ "$(grep -c 'frame complete fd=[0-9]*: 4 bytes' "$T/srv.err")" -eq 5 ]
-    [ "$(grep -cE '^server: send fd=[0-9]+ <- ' "$T/srv.err")" -eq 1 ]
-    grep -qE '^server: send fd=[0-9]+ <- 145 bytes from the queue \(0 left\)$' "$T/srv.err"
-}
-
-@test "the benchmark table the text quotes is lessons/images/server_bench.txt as it is" {
-    doc_cmd 07_shutdown.md 'cat lessons/images/server_bench.txt'
-    [ "$status" -eq 0 ]
-    quoted=$(awk '$0 == "$ cat lessons/images/server_bench.txt" { on = 1; next } on && /^```/ { exit } on' "$ROOT/lessons/$MD")
-    [ "$quoted" = "$output" ] || {
-        echo "the text's copy of server_bench.txt is out of date:"
-        diff <(echo "$quoted") <(echo "$output")
-        return 1
-    }
-}
-
 @test "the close reasons the text lists are the server's" {
     for r in peer protocol idle frame_timeout output_cap stale slow error stop stop_deadline linger_timeout; do
         grep -qF "[CLOSE_${r^^}] = \"$r\"" "$ROOT/$L/shutdown.c"
