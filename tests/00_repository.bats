@@ -85,7 +85,7 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
     # the README's command, in a small configuration (the full one takes minutes)
     export SCALE_NS="10 100" SCALE_ROUNDS=300 SCALE_RUNS=3 TTCP_BYTES=4M SYSCALL_ROUNDS=300
     export SERVER_BENCH_MESSAGES=2000 SERVER_BENCH_IDLE_CONNS=50 SERVER_BENCH_HOLD_S=1 SERVER_BENCH_RUNS=1 \
-        SERVER_BENCH_SYSCALL_MESSAGES=200
+        SERVER_BENCH_SYSCALL_MESSAGES=200 SERVER_BENCH_CALLGRIND_MESSAGES=50
     doc_cmd README.md 'make bench'
     [ "$status" -eq 0 ]
     grep -qE '^ *length +messages +seconds +MB/s$' <<<"$output"

@@ -437,3 +437,35 @@ drip_reader() {
     run "$(bin $L fetch)" --bytes 5
     [ "$status" -eq 2 ] && [ "$output" = "fetch: --port is required" ]
 }
+
+# ex6_server DIR: a copy of the lesson with exercise 6's change: signals_setup
+# moved below workers_start, and (unless KEEP_MASK=1) the workers' full mask removed.
+ex6_server() {
+    cp -r "$ROOT/$L" "$1"
+    sed -i '/s.signal_fd = signals_setup();/d' "$1/server.c"
+    sed -i '/die("starting worker threads");/{n;s/^    }$/    }\n    s.signal_fd = signals_setup();/}' "$1/server.c"
+    grep -A1 'die("starting worker threads");' "$1/server.c" | grep -q '^    }$' # the edit found its place
+    grep -q '^    s.signal_fd = signals_setup();$' "$1/server.c"
+    [ "${KEEP_MASK:-0}" = 1 ] ||
+        sed -i '/pthread_sigmask(SIG_SETMASK/d; /sigset_t all, old;/d; /sigfillset(&all);/d' "$1/workers.c"
+    make --no-print-directory -s -C "$1" server >/dev/null
+}
+
+@test "exercise 6: with signals set up after the workers and no mask of their own, SIGTERM kills; with the mask, the stop is graceful" {
+    ex6_server "$T/broken"
+    start_server server "$T/broken/server" --port 0 --threads 4
+    run client --port "$PORT" ping # the loop runs: the signals are set up
+    [ "$status" -eq 0 ]
+    kill -TERM "$PID"
+    rc=0
+    wait_exit "$PID" 10 || rc=$?
+    [ "$rc" -eq 143 ] # killed by SIGTERM: a worker took it, with the default action
+    refute grep -q 'stopping gracefully' "$T/server.err"
+    KEEP_MASK=1 ex6_server "$T/masked"
+    start_server masked "$T/masked/server" --port 0 --threads 4
+    run client --port "$PORT" ping
+    [ "$status" -eq 0 ]
+    kill -TERM "$PID"
+    wait_exit "$PID" 10 # exit 0
+    grep -q 'server: Terminated: stopping gracefully' "$T/masked.err"
+}

@@ -49,3 +49,22 @@ MD=09_performance.md
 }
 
 @test "every command printed in lessons/09_performance.md is run by a test" { every_doc_cmd_is_tested $MD; }
+
+@test "the benchmark table the text quotes is lessons/images/server_bench.txt as it is" {
+    doc_cmd 09_performance.md 'cat lessons/images/server_bench.txt'
+    [ "$status" -eq 0 ]
+    quoted=$(awk '$0 == "$ cat lessons/images/server_bench.txt" { on = 1; next } on && /^```/ { exit } on' "$ROOT/lessons/$MD")
+    [ "$quoted" = "$output" ] || {
+        echo "the text's copy of server_bench.txt is out of date:"
+        diff <(echo "$quoted") <(echo "$output")
+        return 1
+    }
+    # the numbers the text reads out of it
+    grep -q '  lesson 9: 590 instructions per echoed 16-byte message' <<<"$output"
+    grep -q '  lesson 7: 785 instructions per echoed 16-byte message' <<<"$output"
+    grep -q '    of which trace(): 7.8% (62 instructions per message)' <<<"$output"
+    grep -Eq '^  lesson 9 +[0-9]+ +[0-9]+ +378$' <<<"$output"
+    grep -Eq '^  lesson 7 +[0-9]+ +[0-9]+ +640$' <<<"$output"
+    grep -Eq '^  lesson 9 echo \(loadgen --mode oneway\) +1383\.[0-9]+ MB/s$' <<<"$output"
+    grep -Eq '^  lesson 7 echo \(loadgen --mode oneway\) +1781\.[0-9]+ MB/s$' <<<"$output"
+}
