@@ -1,9 +1,10 @@
 /* shutdown.c -- closing without losing data: half-close, linger, timeouts, the graceful stop
  *
  * close() on a socket whose receive buffer still holds bytes we never read
- * does not send FIN: the kernel sends RST, and a RST makes the peer's
- * kernel throw away whatever it had not yet handed to its application,
- * replies included. So a server that wants to end a connection
+ * does not send FIN: the kernel sends RST and throws away everything it had
+ * not sent yet, replies included; the peer's next recv() fails with
+ * ECONNRESET (Linux lets it read first what had already arrived; other
+ * systems may not). So a server that wants to end a connection
  *   1. answers what it has already read and flushes its queue (DRAINING),
  *   2. shutdown(SHUT_WR): our FIN, "nothing more from us" (LINGERING),
  *   3. reads and discards until the peer's FIN (recv returns 0), then close().

@@ -2,8 +2,7 @@
 # Lesson 7's text: every command lessons/07_shutdown.md prints is run here,
 # exactly as printed (the demo scenarios; closer and fetch by hand; the
 # counters, SIGUSR1 and SIGTERM against a server started as the text starts
-# it; the batching trace; the benchmark table), and its output is checked
-# against what the text says it shows.
+# it), and its output is checked against what the text says it shows.
 
 load helpers
 
@@ -79,8 +78,9 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
 }
 
 @test "closer --close graceful by hand, and fetch: all 4 MiB, then end of stream, exit 0" {
-    # doc_cmd 07_shutdown.md '07_shutdown/closer --once --close graceful --port 0'
-    printed_in 07_shutdown.md '07_shutdown/closer --once --close graceful --port 0'
+    # the text prints the --close close command and says "with closer
+    # --close graceful", so only fetch is run as printed
+    grep -qF 'With `closer --close graceful`, `fetch` gets all 4194304 bytes' "$ROOT/lessons/$MD"
     run_closer --once --close graceful --port 0
     doc_cmd 07_shutdown.md '07_shutdown/fetch --port $PORT'
     [ "$status" -eq 0 ]
@@ -120,7 +120,9 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
 @test "./run stop: an idle client gets a FIN, a paused one every reply to what was read, a never-reading one the deadline; exit 0" {
     doc_cmd 07_shutdown.md './run stop'
     [ "$status" -eq 0 ]
-    [ "$(grep -c 'bytes queued > high-water 100000: reading paused$' <<<"$output")" -eq 2 ]
+    # busy and lazy both pass the mark (a queue the client's kernel absorbs
+    # may resume and pause again: count connections, not lines)
+    [ "$(sed -n 's/.*server: \(127\.0\.0\.1:[0-9]*\): [0-9]* bytes queued > high-water 100000: reading paused$/\1/p' <<<"$output" | sort -u | wc -l)" -eq 2 ]
     grep -qx "   \[idle\] end of stream: the server's FIN; we close our side too" <<<"$output"
     grep -qx '  \[server\] server: Terminated: stopping gracefully' <<<"$output"
     grep -qx '  \[server\] server: stopping: no new connections; finishing 3 connection(s) within 3000 ms' <<<"$output"
