@@ -54,7 +54,7 @@ ssize_t buf_send_fd(struct buffer *b, int fd);
 
 void buf_check(const struct buffer *b); /* assert the invariant */
 
-/* Lesson 7: an EMPTY buffer bigger than keep_bytes gives its memory back.
+/* Lesson 9: an EMPTY buffer bigger than keep_bytes gives its memory back.
  * Thousands of connections that each keep the biggest buffer they ever
  * needed cost memory and spread every message over memory the CPU cache
  * cannot hold; a freed block is reused, still hot, by the next malloc. */

@@ -9,11 +9,11 @@
  * The order of bytes is sacred: a new message goes BEHIND what is queued,
  * never ahead of it, so the direct write is only tried on an empty queue.
  *
- * Lesson 7 adds two things. Batching: replies to the messages decoded
- * from one read are collected and leave in one send() (a client that
- * pipelines 100 requests costs one system call, not 100). Accounting: the
- * queue remembers where each reply ends (c->marks), so the counters know
- * when a reply was really handed to the kernel, and how many a close dropped.
+ * Lesson 7 adds accounting: the queue remembers where each reply ends
+ * (c->marks), so the counters know when a reply was really handed to the
+ * kernel, and how many a close dropped. Lesson 9 adds batching: replies to
+ * the messages decoded from one read are collected and leave in one send()
+ * (a client that pipelines 100 requests costs one system call, not 100).
  */
 #include "server.h"
 

@@ -550,6 +550,8 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
             c->batching = false;
         if (st == FRAME_OK)
             why = handle_message(s, c, &f);
+        if (why != NULL) /* the connection ends: what was collected goes first */
+            conn_batch_end(s, c);
         if (why == ERR_NO_MEMORY) { /* our failure: this message stays unanswered */
             fprintf(stderr, "server: %s: closed: out of memory for a message\n", c->peer);
             conn_mark_closing(s, c, CLOSE_ERROR); /* counts it with the rest of c->in */
@@ -589,7 +591,7 @@ void conn_drop_input(struct server *s, struct conn *c)
 
 void conn_decode(struct server *s, struct conn *c)
 {
-    /* Lesson 7: the replies to all the messages of this pass leave in one send.
+    /* Lesson 9: the replies to all the messages of this pass leave in one send.
      * Decoding stops at the high-water mark, and that send may empty the
      * queue again: then the whole messages still in c->in are decoded now,
      * because no new byte and no epoll event would bring us back for them. */

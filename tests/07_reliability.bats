@@ -38,18 +38,6 @@ teardown() {
 
 # ---- helpers ----
 
-# counter_ge NAME N: the server's counter NAME is at least N now (for wait_until).
-counter_ge() {
-    local v
-    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -ge "$2" ]
-}
-
-# counter_is NAME N: the server's counter NAME is exactly N now.
-counter_is() {
-    local v
-    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -eq "$2" ]
-}
-
 # loadgen_clean PID NAME: wait for a loadgen started as start_bg NAME; it must
 # exit 0 with no error and no mismatch. Sets LOAD_OUTPUT to what it printed.
 loadgen_clean() {

@@ -297,3 +297,16 @@ start_traced() {
     TRACED_PID=$(cat "$T/$name.pid")
     STARTED=("$TRACED_PID" "${STARTED[@]}")
 }
+
+# counter_is NAME N: the lesson-7 server $SERVER's counter NAME is exactly N
+# now (asked with SIGUSR1; for wait_until).
+counter_is() {
+    local v
+    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -eq "$2" ]
+}
+
+# counter_ge NAME N: the server $SERVER's counter NAME is at least N now.
+counter_ge() {
+    local v
+    v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -ge "$2" ]
+}
