@@ -174,7 +174,7 @@ rst_loses_the_tail() {
     # server's queue passes 100 kB, reading pauses, and the last read's
     # whole frames wait in the input buffer when the stop begins
     start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --high-water 100000 \
-        --low-water 20000 --stop-timeout-ms 30000
+        --low-water 20000 --stale-ms 30000 --stop-timeout-ms 30000
     server=$PID
     start_bg client "$(bin $L client)" --port "$PORT" --quiet --repeat 60 --body-bytes 10000 \
         --pause-ms 3000

@@ -224,7 +224,7 @@ enough_fds() {
     # buffer and a client that reads nothing for 3 s push the queue past
     # 100 kB, decoding stops with whole frames of the read still unhandled
     start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --high-water 100000 \
-        --low-water 20000 --stop-timeout-ms 30000
+        --low-water 20000 --stale-ms 30000 --stop-timeout-ms 30000
     server=$PID
     start_bg client "$(bin $L client)" --port "$PORT" --quiet --repeat 3000 --body-bytes 1000 \
         --pause-ms 3000
