@@ -248,7 +248,7 @@ rst_loses_the_tail() {
 # size), read 64 KiB every 500 ms: about 128 kB/s, a minute for the whole reply.
 drip_reader() {
     start_bg "$1" "$(bin tools slowreader)" --port "$PORT" --send 1 --size 8000000 \
-        --drip 65536:500 --read-for 60
+        --rcvbuf 65536 --drip 65536:500 --read-for 60
 }
 
 @test "a drip reader (64 KiB every 500 ms) is never stale, but stays over the high-water mark: closed as too slow, aborted" {

@@ -220,3 +220,23 @@ reset_by_stale_close() {
         [ "${lines[0]}" = "slowreader: ${c#*|}" ]
     done
 }
+
+@test "--rcvbuf fixes the reader's receive buffer: the server's end holds the rest (bad values: one line, exit 2)" {
+    start_server server "$(bin 07_shutdown server)" --port 0
+    start_bg reader "$(bin tools slowreader)" --port "$PORT" --send 1 --size 4000000 --rcvbuf 16384 \
+        --drip 1024:60000 --read-for 30
+    # the server's socket fills (megabytes), and the reader's kernel holds at
+    # most its 16 KiB buffer's worth (the kernel books it double): far less
+    # than the 128 KiB a default, autotuned buffer starts with
+    wait_until 10 bash -c "[ \$(ss -tnH '( sport = :$PORT )' | awk '{ q += \$3 } END { print q + 0 }') -gt 1000000 ]"
+    held=$(ss -tnH "( dport = :$PORT )" | awk '{ q += $2 } END { print q + 0 }')
+    echo "the reader's Recv-Q: $held bytes"
+    [ "$held" -gt 0 ]
+    [ "$held" -le 32768 ]
+    run "$(bin tools slowreader)" --port 1 --rcvbuf 10
+    [ "$status" -eq 2 ]
+    [ "$output" = "slowreader: --rcvbuf wants a number in 1024..1073741824, not '10'" ]
+    run "$(bin tools slowreader)" --port 1 --never-read --rcvbuf 4096
+    [ "$status" -eq 2 ]
+    [ "$output" = "slowreader: --never-read sets its own SO_RCVBUF: not with --rcvbuf" ]
+}

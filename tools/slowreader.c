@@ -53,6 +53,7 @@
 struct options {
     const char *host;
     uint64_t port, send_count, size_bytes, read_rate, expect, read_for_s; // read_rate 0: no limit
+    uint64_t rcvbuf; // --rcvbuf, 0: the kernel's default (autotuned)
     // --drip BYTES:MS; drip_bytes 0: no drip
     uint64_t drip_bytes, drip_ms;
     bool never_read, has_expect, verbose;
@@ -275,8 +276,8 @@ static enum io_result receiver_step(int fd, struct receiver *r, const struct opt
 // the SYN and cannot shrink afterwards). Returns the fd, or -1 after one line on stderr.
 static int connect_to(const struct options *opt)
 {
-    return tcp_connect(opt->host, opt->port, CONNECT_TIMEOUT_S * 1000,
-                       opt->never_read ? NEVER_READ_RCVBUF_BYTES : 0, true);
+    int rcvbuf = opt->never_read ? NEVER_READ_RCVBUF_BYTES : (int)opt->rcvbuf;
+    return tcp_connect(opt->host, opt->port, CONNECT_TIMEOUT_S * 1000, rcvbuf, true);
 }
 
 enum outcome { RUNNING, DONE, TIMED_OUT, CLOSED, RESET, FAILED };
@@ -359,6 +360,8 @@ static void options_usage(FILE *out)
             "                       and again: a slow drip (e.g. 65536:1500)\n"
             "  --never-read         never call recv() (with a %d-byte SO_RCVBUF); report whether\n"
             "                       the server closed the connection\n"
+            "  --rcvbuf BYTES       a fixed SO_RCVBUF (no autotuning): the kernel then holds\n"
+            "                       at most that much of the replies for this reader\n"
             "  --read-for SECONDS   stop after this long (default %u)\n"
             "  --expect N           stop once N replies are in; fewer is a failure\n"
             "  -v, --verbose        say what was sent and received at the end\n"
@@ -399,6 +402,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
         {"read-rate", required_argument, NULL, 'r'},
         {"drip", required_argument, NULL, 'd'},
         {"never-read", no_argument, NULL, 'N'},
+        {"rcvbuf", required_argument, NULL, 'b'},
         {"read-for", required_argument, NULL, 't'},
         {"expect", required_argument, NULL, 'e'},
         {"verbose", no_argument, NULL, 'v'},
@@ -409,7 +413,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
     int c;
 
     opterr = 0; // with the leading ':', getopt_long reports problems to us instead of printing
-    while ((c = getopt_long(argc, argv, ":H:p:n:s:r:d:Nt:e:vh", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:n:s:r:d:Nb:t:e:vh", long_options, NULL)) != -1) {
         int rc = 0;
         switch (c) {
         case 'H': opt->host = optarg; break;
@@ -427,6 +431,7 @@ static int options_parse(int argc, char **argv, struct options *opt)
             break;
         case 'd': rc = options_drip(optarg, opt); break;
         case 'N': opt->never_read = true; break;
+        case 'b': rc = options_number("--rcvbuf", optarg, 1024, 1u << 30, &opt->rcvbuf); break;
         case 't':
             rc = options_number("--read-for", optarg, 1, MAX_READ_FOR_S, &opt->read_for_s);
             break;
@@ -448,6 +453,8 @@ static int options_parse(int argc, char **argv, struct options *opt)
         log_line("--port P is required (try --help)");
     else if (opt->never_read && (has_rate || opt->has_expect))
         log_line("--never-read reads nothing: not with --%s", has_rate ? "read-rate" : "expect");
+    else if (opt->never_read && opt->rcvbuf > 0)
+        log_line("--never-read sets its own SO_RCVBUF: not with --rcvbuf");
     else if (opt->drip_bytes > 0 && (has_rate || opt->never_read))
         log_line("--drip reads in bursts: not with --%s", has_rate ? "read-rate" : "never-read");
     else
