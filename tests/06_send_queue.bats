@@ -170,7 +170,8 @@ partial_writes() {
     on=$(grep -c 'EPOLLOUT on' "$T/small.err" || true)
     off=$(grep -c 'EPOLLOUT off' "$T/small.err" || true)
     echo "EPOLLOUT on: $on, off: $off"
-    [ "$on" -ge 1 ] && [ "$on" -eq "$off" ]
+    [ "$on" -ge 1 ]
+    [ "$on" -eq "$off" ]
 }
 
 @test "no spin: 20 idle connections and a stuck reader (reading paused, output queued) cost well under 100 ms of CPU in 2 s" {
@@ -336,7 +337,8 @@ both_waiting() {
     [ "$status" -eq 2 ]
     [ "$output" = "server: --low-water must be below --high-water" ]
     run "$(bin $L server)" --service broadcast --threads 2
-    [ "$status" -eq 2 ] && [ "$output" = "server: --threads works with --service echo only" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "server: --threads works with --service echo only" ]
 }
 
 @test "out of memory for the connection table (test hook SERVER_FAIL_ALLOC) refuses that connection with one line; the server goes on" {

@@ -46,7 +46,8 @@ loadgen_clean() {
     LOAD_OUTPUT=$(cat "$T/$2.out")
     echo "$LOAD_OUTPUT"
     [ "$rc" -eq 0 ] || { echo "loadgen exit status $rc"; return 1; }
-    [ "$(field errors "$LOAD_OUTPUT")" -eq 0 ] && [ "$(field mismatches "$LOAD_OUTPUT")" -eq 0 ]
+    [ "$(field errors "$LOAD_OUTPUT")" -eq 0 ]
+    [ "$(field mismatches "$LOAD_OUTPUT")" -eq 0 ]
 }
 
 # invariant LINE: msgs_queued = msgs_sent + msgs_dropped + msgs_pending.
@@ -124,16 +125,7 @@ badpeer() { "$(bin tools badpeer)" "$@"; }
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")
     echo "$line"
-    [ "$(counter accepted "$line")" -eq 1000 ]
-    [ "$(counter closed_peer "$line")" -eq 1000 ]
-    [ "$(counter msgs_in "$line")" -eq 3000 ]
-    [ "$(counter msgs_queued "$line")" -eq 3000 ]
-    [ "$(counter msgs_sent "$line")" -eq 3000 ]
-    [ "$(counter msgs_dropped "$line")" -eq 0 ]
-    [ "$(counter msgs_pending "$line")" -eq 0 ]
-    # bodies plus one 25-byte header per message, each way
-    [ "$(counter bytes_in "$line")" -eq $((bytes + 3000 * 25)) ]
-    [ "$(counter bytes_out "$line")" -eq $((bytes + 3000 * 25)) ]
+    counters_exact "$line" 1000 3000 "$bytes"
     kill -0 "$SERVER"
     fds_at_baseline
 }

@@ -310,3 +310,52 @@ counter_ge() {
     local v
     v=$(counter "$1" "$(stats "$SERVER")") && [ "$v" -ge "$2" ]
 }
+
+# stop_while_paused REPEAT BODY_BYTES: the graceful stop's central promise.
+# A lesson-7 server ($L, 4 KiB send buffer, high-water 100 kB) and a client
+# that pipelines REPEAT requests and reads nothing for 3 s: reading pauses
+# with whole frames in the input buffer, then SIGTERM. Every whole request
+# the server read must be answered. Sets REPLIES and LINE (stats at exit).
+stop_while_paused() {
+    local repeat=$1 body=$2 rc=0 re
+    start_server server "$(bin $L server)" --port 0 --sndbuf 4096 --high-water 100000 \
+        --low-water 20000 --stale-ms 30000 --stop-timeout-ms 30000
+    local server=$PID
+    start_bg client "$(bin $L client)" --port "$PORT" --quiet --repeat "$repeat" \
+        --body-bytes "$body" --pause-ms 3000
+    local client=$PID
+    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    kill -TERM "$server"
+    wait_exit "$client" 60 || rc=$?
+    [ "$rc" -eq 1 ] # fewer replies than requests: the stop read no more of them
+    re="^client: server closed the connection after ([0-9]+) of $repeat replies\$"
+    [[ $(tail -n 1 "$T/client.err") =~ $re ]]
+    REPLIES=${BASH_REMATCH[1]}
+    wait_exit "$server" 10
+    LINE=$(grep '^stats at exit' "$T/server.out")
+    echo "$LINE"
+    [ "$(counter msgs_unanswered "$LINE")" -eq 0 ] # no whole request thrown away
+    [ "$(counter msgs_in "$LINE")" -eq "$REPLIES" ]
+    [ "$(counter msgs_sent "$LINE")" -eq "$REPLIES" ]
+    # every byte received was a request that got its reply, or is counted as
+    # unanswered (the unfinished tail, and what the lingering connection discarded)
+    [ $((REPLIES * (body + 25) + $(counter bytes_unanswered "$LINE"))) -eq "$(counter bytes_in "$LINE")" ]
+}
+
+# counters_exact LINE CONNS MESSAGES BODY_BYTES: a lesson-7 server's stats
+# LINE after CONNS clients sent MESSAGES protocol messages (BODY_BYTES of
+# bodies in all), got every reply and closed: nothing dropped, pending or
+# unanswered, and every byte counted (one 25-byte header per message, each way).
+counters_exact() {
+    local line=$1 conns=$2 msgs=$3 bytes=$4
+    [ "$(counter accepted "$line")" -eq "$conns" ]
+    [ "$(counter closed_peer "$line")" -eq "$conns" ]
+    [ "$(counter msgs_in "$line")" -eq "$msgs" ]
+    [ "$(counter msgs_queued "$line")" -eq "$msgs" ]
+    [ "$(counter msgs_sent "$line")" -eq "$msgs" ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter msgs_pending "$line")" -eq 0 ]
+    [ "$(counter msgs_unanswered "$line")" -eq 0 ]
+    [ "$(counter bytes_in "$line")" -eq $((bytes + msgs * 25)) ]
+    [ "$(counter bytes_out "$line")" -eq $((bytes + msgs * 25)) ]
+}
