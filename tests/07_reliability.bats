@@ -411,11 +411,7 @@ sweep() {
     [ "$(counter msgs_sent "$line")" -eq 601 ]
     [ "$(counter closed_protocol "$line")" -eq 1 ]
     [ "$(counter closed_idle "$line")" -eq 1 ]
-    grep -q 'ERROR SUMMARY: 0 errors' "$T/valgrind.log"
-    grep -q 'All heap blocks were freed' "$T/valgrind.log" ||
-        { grep -q 'definitely lost: 0 bytes' "$T/valgrind.log" &&
-            grep -q 'indirectly lost: 0 bytes' "$T/valgrind.log" &&
-            grep -q 'possibly lost: 0 bytes' "$T/valgrind.log"; }
+    valgrind_clean "$T/valgrind.log"
 }
 
 # ---- 9. ThreadSanitizer ----

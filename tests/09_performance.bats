@@ -14,6 +14,25 @@ SERVER_OPT=$ROOT/$L/server # the optimised build (make all): RSS and valgrind
 
 # ---- helpers of this suite ----
 
+# hold_conns CONNS MESSAGES SIZE: with the server $SERVER running (its loop
+# answering), CONNS loadgen connections send MESSAGES pingpong messages of
+# SIZE bytes each, then stay open and idle. Sets START_KB and HELD_KB (the
+# server's RSS before and while they are held) and LOAD_PID (loadgen's).
+hold_conns() {
+    local line
+    stats "$SERVER" >/dev/null # the loop runs
+    START_KB=$(rss_kb "$SERVER")
+    start_bg load "$(bin tools loadgen)" --port "$PORT" --conns "$1" --messages "$2" --size "$3" \
+        --hold 60 --timeout 60
+    LOAD_PID=$PID
+    wait_until 60 grep -q "^loadgen: holding $1 connections" "$T/load.out"
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter open "$line")" -eq "$1" ]
+    [ "$(counter msgs_sent "$line")" -eq $(($1 * $2)) ]
+    HELD_KB=$(rss_kb "$SERVER")
+}
+
 # all_sent_to PORT: a connection to PORT is in CLOSE-WAIT on the server's
 # side: its client half-closed after its last byte, so everything it sent
 # waits in the server's socket (for a server stopped with SIGSTOP).
@@ -370,11 +389,7 @@ enough_fds() {
     [ "$(counter msgs_in "$line")" -eq 604 ]
     [ "$(counter msgs_sent "$line")" -eq 604 ]
     [ "$(counter closed_protocol "$line")" -eq 1 ]
-    grep -q 'ERROR SUMMARY: 0 errors' "$T/valgrind.log"
-    grep -q 'All heap blocks were freed' "$T/valgrind.log" ||
-        { grep -q 'definitely lost: 0 bytes' "$T/valgrind.log" &&
-            grep -q 'indirectly lost: 0 bytes' "$T/valgrind.log" &&
-            grep -q 'possibly lost: 0 bytes' "$T/valgrind.log"; }
+    valgrind_clean "$T/valgrind.log"
 }
 
 # ---- memory: no buffers for connections that keep up, big ones given back ----
@@ -384,18 +399,9 @@ enough_fds() {
     enough_fds 4096
     start_server server "$SERVER_OPT" --port 0
     SERVER=$PID
-    stats "$SERVER" >/dev/null # the loop runs
-    start=$(rss_kb "$SERVER")
     # request, reply, three times, then idle: every read holds one whole message
-    start_bg load "$(bin tools loadgen)" --port "$PORT" --conns 2000 --messages 3 --size 3000 \
-        --hold 60 --timeout 60
-    load=$PID
-    wait_until 60 grep -q '^loadgen: holding 2000 connections' "$T/load.out"
-    line=$(stats "$SERVER")
-    echo "$line"
-    [ "$(counter open "$line")" -eq 2000 ]
-    [ "$(counter msgs_sent "$line")" -eq 6000 ]
-    held=$(rss_kb "$SERVER")
+    hold_conns 2000 3 3000
+    start=$START_KB held=$HELD_KB load=$LOAD_PID
     echo "server VmRSS: $start kB at start, $held kB with 2000 idle connections:" \
         "$(((held - start) * 1024 / 2000)) bytes each"
     # a 4 KiB input buffer (or output queue) kept per connection would add 8 MB
@@ -414,17 +420,8 @@ enough_fds() {
     start_server server env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 \
         "$SERVER_OPT" --port 0 --sndbuf 4096
     SERVER=$PID
-    stats "$SERVER" >/dev/null # the loop runs
-    start=$(rss_kb "$SERVER")
-    start_bg load "$(bin tools loadgen)" --port "$PORT" --conns 200 --messages 1 --size 1048576 \
-        --hold 60 --timeout 60
-    load=$PID
-    wait_until 60 grep -q '^loadgen: holding 200 connections' "$T/load.out"
-    line=$(stats "$SERVER")
-    echo "$line"
-    [ "$(counter open "$line")" -eq 200 ]
-    [ "$(counter msgs_sent "$line")" -eq 200 ]
-    held=$(rss_kb "$SERVER")
+    hold_conns 200 1 1048576
+    start=$START_KB held=$HELD_KB load=$LOAD_PID
     peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER/status")
     echo "server VmRSS: $start kB at start, $peak kB at the peak, $held kB with 200 idle connections"
     # the condition: the buffers were big (200 x 1 MiB in and out would be 400 MiB)

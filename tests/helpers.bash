@@ -359,3 +359,13 @@ counters_exact() {
     [ "$(counter bytes_in "$line")" -eq $((bytes + msgs * 25)) ]
     [ "$(counter bytes_out "$line")" -eq $((bytes + msgs * 25)) ]
 }
+
+# valgrind_clean LOG: valgrind's memcheck LOG reports no error and no leak
+# (all heap blocks freed, or nothing lost of any kind).
+valgrind_clean() {
+    grep -q 'ERROR SUMMARY: 0 errors' "$1"
+    grep -q 'All heap blocks were freed' "$1" ||
+        { grep -q 'definitely lost: 0 bytes' "$1" &&
+            grep -q 'indirectly lost: 0 bytes' "$1" &&
+            grep -q 'possibly lost: 0 bytes' "$1"; }
+}
