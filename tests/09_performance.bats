@@ -130,11 +130,7 @@ enough_fds() {
     # read holds several frames and the tail of one read begins the next frame
     run timeout 120 "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 1000 --size 1-6000 \
         --messages 10 --via-proxy 'random:1-3000' --seed 9 --timeout 100
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [ "$(field messages "$output")" -eq 10000 ]
-    [ "$(field errors "$output")" -eq 0 ]
-    [ "$(field mismatches "$output")" -eq 0 ]
+    loadgen_ok 10000
     bytes=$(field bytes "$output")
     wait_until 10 counter_is open 0
     line=$(stats "$SERVER")

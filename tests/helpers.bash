@@ -369,3 +369,13 @@ valgrind_clean() {
             grep -q 'indirectly lost: 0 bytes' "$1" &&
             grep -q 'possibly lost: 0 bytes' "$1"; }
 }
+
+# loadgen_ok MESSAGES: the loadgen just `run` exited 0 after MESSAGES
+# messages, every reply checked: no error, no mismatch.
+loadgen_ok() {
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(field messages "$output")" -eq "$1" ]
+    [ "$(field errors "$output")" -eq 0 ]
+    [ "$(field mismatches "$output")" -eq 0 ]
+}
