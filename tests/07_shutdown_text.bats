@@ -229,7 +229,7 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
 
 @test "the close reasons the text lists are the server's" {
     for r in peer protocol idle frame_timeout output_cap stale slow error stop stop_deadline linger_timeout; do
-        grep -qF "[CLOSE_${r^^}] = \"$r\"" "$ROOT/$L/shutdown.c"
+        grep -qF "[CLOSE_${r^^}] = \"$r\"" "$ROOT/$L/conn.c"
         grep -qF "\`$r\`" "$ROOT/lessons/$MD"
     done
 }
