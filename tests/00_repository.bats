@@ -219,3 +219,51 @@ MUTANT
     [ "${BASH_REMATCH[1]}" -eq "${BASH_REMATCH[2]}" ]
     [ "${BASH_REMATCH[1]}" -ge 30 ]
 }
+
+# server_srcs DIR: the server's own C files, as DIR's Makefile lists them.
+server_srcs() { sed -n 's/^SERVER_SRCS := //p' "$ROOT/$1/Makefile"; }
+
+# The lessons whose server is split into files by concept.
+SPLIT_SERVERS=(07_shutdown)
+
+@test "the call-graph check finds a planted cycle between two files (why a clean result means something)" {
+    mkdir -p "$T/cycle"
+    printf 'void b(int n);\nvoid a(int n) { if (n > 0) b(n - 1); }\n' >"$T/cycle/a.c"
+    printf 'void a(int n);\nvoid b(int n) { if (n > 0) a(n - 1); }\n' >"$T/cycle/b.c"
+    printf 'void a(int n);\nint main(void) { a(3); return 0; }\n' >"$T/cycle/main.c"
+    run "$ROOT/tests/call_graph" "$T/cycle" main.c a.c b.c
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ $output == *"main -> a"* ]]
+    [[ $output == *"call cycle between files:"* ]]
+}
+
+@test "no call cycle between the server's files (lessons 7+): each file calls only files below it" {
+    for d in "${SPLIT_SERVERS[@]}"; do
+        echo "== $d"
+        # shellcheck disable=SC2046 # one word per file
+        run "$ROOT/tests/call_graph" "$ROOT/$d" $(server_srcs "$d")
+        echo "$output"
+        [ "$status" -eq 0 ]
+        [[ $output == *"loop_epoll -> handlers"* ]] # the graph is really there
+    done
+}
+
+@test "the shape check flags a planted 91-line function and a 500-line file" {
+    { printf 'int f(int x,\n      int y)\n{\n'; for i in $(seq 86); do echo "    x += $i;"; done; printf '    return x + y;\n}\n'; } >"$T/long.c"
+    seq 500 | sed 's|^|// |' >"$T/big.c"
+    run "$ROOT/tests/code_shape" 450 80 "$T/long.c" "$T/big.c"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ $output == *"long.c:1: 91 lines (more than 80): int f(int x,"* ]]
+    [[ $output == *"big.c: 500 lines (more than 450)"* ]]
+}
+
+@test "the server's files (lessons 7+): none over 450 lines, no function over 80" {
+    for d in "${SPLIT_SERVERS[@]}"; do
+        # shellcheck disable=SC2046
+        run "$ROOT/tests/code_shape" 450 80 $(cd "$ROOT/$d" && printf "$ROOT/$d/%s " $(server_srcs "$d") *.h)
+        echo "$output"
+        [ "$status" -eq 0 ]
+    done
+}

@@ -502,3 +502,26 @@ sweep() {
     [ "$workers" -eq 2 ]
     fds_at_baseline
 }
+
+@test "broadcast with a 4 KiB send buffer: each member's copy that did not fit is finished through EPOLLOUT" {
+    # Every copy is queued from inside the sender's decoding loop; the loop
+    # settles each member at the end of the turn (EPOLLOUT on), not from there.
+    serve "$(bin $L server)" --service broadcast --sndbuf 4096
+    start_bg member-a "$(bin $L client)" --port "$PORT" --expect 20
+    pid_a=$PID
+    start_bg member-b "$(bin $L client)" --port "$PORT" --expect 20
+    pid_b=$PID
+    wait_until 10 counter_is open 2
+    body=$(head -c 60000 /dev/zero | tr '\0' y)
+    run client --port "$PORT" --expect 0 --quiet --repeat 20 "$body"
+    [ "$status" -eq 0 ]
+    wait_exit "$pid_a" 30
+    wait_exit "$pid_b" 30
+    grep -q "client: 0 messages sent, 20 received" "$T/member-a.out"
+    grep -q "client: 0 messages sent, 20 received" "$T/member-b.out"
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter msgs_sent "$line")" -eq 40 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    fds_at_baseline
+}

@@ -235,3 +235,13 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
 }
 
 @test "every command printed in lessons/07_shutdown.md is run by a test" { every_doc_cmd_is_tested 07_shutdown.md; }
+
+@test "a counter only ever grows: the server's files never decrement one (nothing counted early, corrected later)" {
+    re='count\.[a-z_]+(\[[^]]*\])? *(--|-=)'
+    grep -qE "$re" <<<'    s->count.msgs_in--;' # the pattern finds a decrement
+    grep -qE "$re" <<<'    s->count.closed[r] -= 1;'
+    run grep -nE "$re" "$ROOT/$L"/*.c
+    echo "$output"
+    [ "$status" -eq 1 ]
+    grep -q 'A counter only ever grows' "$ROOT/lessons/07_shutdown.md" # the sentence this test proves
+}
