@@ -298,9 +298,9 @@ static int reply(struct server *s, struct conn *c, const uint8_t *body, size_t l
     size_t prefix_len, suffix_len;
     const uint8_t *suffix;
     frame_wrap(&s->cfg.rules, len, flags, origin_size, prefix, &prefix_len, &suffix, &suffix_len);
-    if (buf_append(&c->out, prefix, prefix_len) == -1 || buf_append(&c->out, body, len) == -1 ||
-        buf_append(&c->out, suffix, suffix_len) == -1)
-        return -1;
+    if (buf_append(&c->out, prefix, prefix_len) != IO_OK ||
+        buf_append(&c->out, body, len) != IO_OK || buf_append(&c->out, suffix, suffix_len) != IO_OK)
+        return -1; /* IO_ERROR: out has no max_bytes, so only memory can run out */
     return 0;
 }
 
@@ -368,19 +368,18 @@ static bool decode_all(struct server *s, struct conn *c)
 static enum want conn_flush(struct conn *c)
 {
     while (buf_readable(&c->out) > 0) {
-        ssize_t n = buf_send_fd(&c->out, c->fd);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                trace("send fd=%d: EAGAIN with %zu bytes queued: wait for writable", c->fd,
-                      buf_readable(&c->out));
-                return WANT_WRITE;
-            }
+        size_t n;
+        enum io r = buf_send_fd(&c->out, c->fd, &n);
+        if (r == IO_AGAIN) {
+            trace("send fd=%d: EAGAIN with %zu bytes queued: wait for writable", c->fd,
+                  buf_readable(&c->out));
+            return WANT_WRITE;
+        }
+        if (r == IO_ERROR) {
             fprintf(stderr, "server: %s: send: %s\n", c->peer, strerror(errno));
             return WANT_CLOSE;
         }
-        trace("send fd=%d <- %zd bytes", c->fd, n);
+        trace("send fd=%d <- %zu bytes", c->fd, n);
     }
     return WANT_READ;
 }
@@ -388,25 +387,25 @@ static enum want conn_flush(struct conn *c)
 /* One read into the input buffer. *drained is set when recv said EAGAIN. */
 static enum want read_once(struct conn *c, bool *drained)
 {
-    ssize_t n = buf_read_fd(&c->in, c->fd);
-    if (n == -1) {
-        if (errno == EINTR)
-            return WANT_READ;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *drained = true;
-            return WANT_READ;
-        }
-        fprintf(stderr, "server: %s: recv: %s\n", c->peer, strerror(errno));
+    size_t n;
+    enum io r = buf_read_fd(&c->in, c->fd, &n);
+    if (r == IO_AGAIN) {
+        *drained = true;
+        return WANT_READ;
+    }
+    if (r == IO_ERROR || r == IO_FULL) {
+        fprintf(stderr, "server: %s: recv: %s\n", c->peer,
+                r == IO_FULL ? "input buffer full" : strerror(errno));
         return WANT_CLOSE;
     }
-    if (n == 0) {
+    if (r == IO_CLOSED) {
         trace("recv fd=%d -> 0 bytes: %s closed its side", c->fd, c->peer);
         if (buf_readable(&c->in) > 0)
             fprintf(stderr, "server: %s: closed in the middle of a message (%zu bytes left)\n",
                     c->peer, buf_readable(&c->in));
         return WANT_CLOSE;
     }
-    trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
+    trace("recv fd=%d -> %zu bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
     return WANT_READ;
 }
 

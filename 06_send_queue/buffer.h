@@ -16,7 +16,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 struct buffer {
     uint8_t *data;
@@ -39,18 +38,37 @@ static inline const uint8_t *buf_peek(const struct buffer *b)
 /* Drop n readable bytes (they have been decoded or sent). */
 void buf_consume(struct buffer *b, size_t n);
 
-/* Append n bytes. Returns 0, or -1 if memory or max_bytes says no. */
-int buf_append(struct buffer *b, const void *p, size_t n);
+/* What an I/O helper did. A read ends in one of four ways (bytes, not now,
+ * end of stream, failure) and each asks the caller for something else: use
+ * the bytes, wait for readiness, finish the connection, close it with a
+ * reason. read()'s -1 with errno files "not now" among the failures, and our
+ * own size limit is not something the system said: no errno would be true
+ * for it, so it has a name of its own.
+ *   IO_OK      bytes moved: *n says how many (more than 0 whenever there
+ *              was something to move)
+ *   IO_AGAIN   nothing now: EAGAIN/EWOULDBLOCK; wait until the socket is
+ *              reported ready again
+ *   IO_CLOSED  end of stream: the peer sent its FIN (reads only)
+ *   IO_ERROR   failed: errno is what the kernel said, or ENOMEM from malloc
+ *   IO_FULL    max_bytes leaves no room: our own limit, errno means nothing
+ * These functions never set errno themselves, and never return for EINTR:
+ * a signal that arrives before any byte moved says nothing about the
+ * socket, so the call is simply made again. */
+enum io { IO_OK, IO_AGAIN, IO_CLOSED, IO_ERROR, IO_FULL };
+
+/* Append n bytes: IO_OK, IO_FULL (max_bytes says no) or IO_ERROR (no memory). */
+enum io buf_append(struct buffer *b, const void *p, size_t n);
 
 /* Read from fd into the buffer with ONE readv: the buffer's free space plus
  * a 64 KiB spill area on the stack, so a small buffer can still take a big
- * burst in one system call. Returns what read() would: bytes read, 0 at end
- * of stream, -1 with errno (EAGAIN included). ENOBUFS: max_bytes reached. */
-ssize_t buf_read_fd(struct buffer *b, int fd);
+ * burst in one system call. *n is the number of bytes read (0 unless IO_OK). */
+enum io buf_read_fd(struct buffer *b, int fd, size_t *n);
 
 /* Send readable bytes to fd (MSG_NOSIGNAL) and consume what the kernel
- * took. Returns bytes sent or -1 with errno (EAGAIN included). */
-ssize_t buf_send_fd(struct buffer *b, int fd);
+ * took. *n is the number of bytes sent (0 unless IO_OK); IO_CLOSED never
+ * comes back from a send: a peer that is gone makes it fail (EPIPE,
+ * ECONNRESET). */
+enum io buf_send_fd(struct buffer *b, int fd, size_t *n);
 
 void buf_check(const struct buffer *b); /* assert the invariant */
 

@@ -244,9 +244,9 @@ static size_t encode(const struct config *cfg, const struct message *m, struct b
     const uint8_t *suffix;
     frame_wrap(&cfg->rules, len, flags, (uint32_t)m->len, prefix, &prefix_len, &suffix,
                &suffix_len);
-    if (buf_append(out, prefix, prefix_len) == -1 || buf_append(out, body, len) == -1 ||
-        buf_append(out, suffix, suffix_len) == -1)
-        die("buffer");
+    if (buf_append(out, prefix, prefix_len) != IO_OK || buf_append(out, body, len) != IO_OK ||
+        buf_append(out, suffix, suffix_len) != IO_OK)
+        die("buffer"); /* IO_ERROR (ENOMEM): out has no max_bytes, so it is never IO_FULL */
     free(packed);
     return prefix_len;
 }
@@ -378,15 +378,17 @@ static int exchange(const struct config *cfg, int fd, struct message *msgs, size
         }
         if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
-        ssize_t r = buf_read_fd(&in, fd);
-        if (r == -1) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            fprintf(stderr, "client: recv: %s\n", strerror(errno));
+        size_t r;
+        enum io got = buf_read_fd(&in, fd, &r);
+        if (got == IO_AGAIN)
+            continue;
+        if (got == IO_ERROR || got == IO_FULL) {
+            fprintf(stderr, "client: recv: %s\n",
+                    got == IO_FULL ? "input buffer full" : strerror(errno));
             rc = 1;
             break;
         }
-        if (r == 0) {
+        if (got == IO_CLOSED) {
             if (replies < count || (cfg->naive && received < expected_bytes)) {
                 fprintf(stderr, "client: server closed the connection after %zu of %zu replies\n",
                         replies, want_replies);
@@ -395,7 +397,7 @@ static int exchange(const struct config *cfg, int fd, struct message *msgs, size
             break;
         }
         recvs++;
-        trace("recv fd=%d -> %zd bytes", fd, r);
+        trace("recv fd=%d -> %zu bytes", fd, r);
         if (cfg->naive) {
             /* THE BUG, on purpose: one recv() = one message. */
             show("naive recv", recvs, buf_peek(&in), buf_readable(&in), "");

@@ -98,7 +98,7 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     for (int i = 0; i < 3; i++) {
         size_t skip = sent < lens[i] ? sent : lens[i];
         sent -= skip;
-        if (buf_append(&c->out, parts[i] + skip, lens[i] - skip) == -1) {
+        if (buf_append(&c->out, parts[i] + skip, lens[i] - skip) != IO_OK) {
             fprintf(stderr, "server: %s: closed: out of memory for the send queue\n", c->peer);
             conn_mark_closing(s, c, "out of memory");
             return false;
@@ -116,12 +116,11 @@ void conn_flush(struct server *s, struct conn *c)
                 conn_want_more(s, c); /* lt: EPOLLOUT fires again by itself */
             break;
         }
-        ssize_t n = buf_send_fd(&c->out, c->fd);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
+        size_t n;
+        enum io r = buf_send_fd(&c->out, c->fd, &n);
+        if (r == IO_AGAIN)
+            break;
+        if (r == IO_ERROR) {
             send_failed(s, c);
             return;
         }

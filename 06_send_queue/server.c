@@ -511,17 +511,17 @@ void conn_on_readable(struct server *s, struct conn *c)
             conn_want_more(s, c);
             return;
         }
-        ssize_t n = buf_read_fd(&c->in, c->fd);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            fprintf(stderr, "server: %s: recv: %s\n", c->peer, strerror(errno));
+        size_t n;
+        enum io r = buf_read_fd(&c->in, c->fd, &n);
+        if (r == IO_AGAIN)
+            return;
+        if (r == IO_ERROR || r == IO_FULL) {
+            fprintf(stderr, "server: %s: recv: %s\n", c->peer,
+                    r == IO_FULL ? "input buffer full" : strerror(errno));
             conn_mark_closing(s, c, "recv failed");
             return;
         }
-        if (n == 0) {
+        if (r == IO_CLOSED) {
             trace("recv fd=%d -> 0 bytes: %s closed its side", c->fd, c->peer);
             if (buf_readable(&c->in) > 0)
                 fprintf(stderr, "server: %s: closed in the middle of a message (%zu bytes left)\n",
@@ -529,7 +529,7 @@ void conn_on_readable(struct server *s, struct conn *c)
             c->read_eof = true; /* closed once everything queued for it is sent */
             return;
         }
-        trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
+        trace("recv fd=%d -> %zu bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
         budget -= (size_t)n < budget ? (size_t)n : budget;
         conn_decode(s, c);
         if (s->cfg.mode == MODE_LT)

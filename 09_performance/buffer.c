@@ -40,22 +40,20 @@ void buf_consume(struct buffer *b, size_t n)
 }
 
 /* Make room for n more bytes after write_pos: compact first, grow only if
- * compaction is not enough. */
-static int buf_reserve(struct buffer *b, size_t n)
+ * compaction is not enough. IO_OK, IO_FULL or IO_ERROR (malloc set ENOMEM). */
+static enum io buf_reserve(struct buffer *b, size_t n)
 {
     if (b->cap - b->write_pos >= n)
-        return 0;
+        return IO_OK;
     size_t readable = buf_readable(b);
-    if (b->max_bytes != 0 && readable + n > b->max_bytes) {
-        errno = ENOBUFS;
-        return -1;
-    }
+    if (b->max_bytes != 0 && readable + n > b->max_bytes)
+        return IO_FULL;
     if (b->read_pos > 0 && b->cap - readable >= n) {
         memmove(b->data, b->data + b->read_pos, readable);
         b->read_pos = 0;
         b->write_pos = readable;
         buf_check(b);
-        return 0;
+        return IO_OK;
     }
     size_t cap = b->cap < MIN_CAP_BYTES ? MIN_CAP_BYTES : b->cap;
     while (cap < readable + n)
@@ -65,7 +63,7 @@ static int buf_reserve(struct buffer *b, size_t n)
     /* Compact into the new block: the consumed front is not copied. */
     uint8_t *data = malloc(cap);
     if (data == NULL)
-        return -1;
+        return IO_ERROR;
     if (readable > 0)
         memcpy(data, b->data + b->read_pos, readable);
     free(b->data);
@@ -74,22 +72,24 @@ static int buf_reserve(struct buffer *b, size_t n)
     b->read_pos = 0;
     b->write_pos = readable;
     buf_check(b);
-    return 0;
+    return IO_OK;
 }
 
-int buf_append(struct buffer *b, const void *p, size_t n)
+enum io buf_append(struct buffer *b, const void *p, size_t n)
 {
     if (n == 0)
-        return 0;
-    if (buf_reserve(b, n) == -1)
-        return -1;
+        return IO_OK;
+    enum io r = buf_reserve(b, n);
+    if (r != IO_OK)
+        return r;
     memcpy(b->data + b->write_pos, p, n);
     b->write_pos += n;
-    return 0;
+    return IO_OK;
 }
 
-ssize_t buf_read_fd(struct buffer *b, int fd)
+enum io buf_read_fd(struct buffer *b, int fd, size_t *n)
 {
+    *n = 0;
     uint8_t spill[SPILL_BYTES];
     struct iovec iov[2];
     int iovcnt = 0;
@@ -97,10 +97,8 @@ ssize_t buf_read_fd(struct buffer *b, int fd)
      * would have to be thrown away. */
     size_t room = SIZE_MAX;
     if (b->max_bytes != 0) {
-        if (buf_readable(b) >= b->max_bytes) {
-            errno = ENOBUFS;
-            return -1;
-        }
+        if (buf_readable(b) >= b->max_bytes)
+            return IO_FULL;
         room = b->max_bytes - buf_readable(b);
     }
     size_t in_buffer = b->cap - b->write_pos; /* free space in the buffer itself */
@@ -111,28 +109,39 @@ ssize_t buf_read_fd(struct buffer *b, int fd)
         iov[iovcnt++] = (struct iovec){.iov_base = b->data + b->write_pos, .iov_len = in_buffer};
     if (spill_len > 0)
         iov[iovcnt++] = (struct iovec){.iov_base = spill, .iov_len = spill_len};
-    ssize_t n = readv(fd, iov, iovcnt);
-    if (n <= 0)
-        return n;
-    if ((size_t)n <= in_buffer) {
-        b->write_pos += (size_t)n;
-        return n;
+    ssize_t got = readv(fd, iov, iovcnt);
+    while (got == -1 && errno == EINTR) /* a signal came first: nothing was read yet */
+        got = readv(fd, iov, iovcnt);
+    if (got == -1)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+    if (got == 0)
+        return IO_CLOSED;
+    if ((size_t)got <= in_buffer) {
+        b->write_pos += (size_t)got;
+        *n = (size_t)got;
+        return IO_OK;
     }
     b->write_pos += in_buffer;
-    if (buf_append(b, spill, (size_t)n - in_buffer) == -1) {
-        if (errno != ENOBUFS)
-            errno = ENOMEM;
-        return -1;
-    }
-    return n;
+    /* Not IO_FULL (room kept the read within max_bytes). IO_ERROR: the
+     * spilled bytes are lost, so this stream cannot be decoded any further. */
+    enum io r = buf_append(b, spill, (size_t)got - in_buffer);
+    if (r != IO_OK)
+        return r;
+    *n = (size_t)got;
+    return IO_OK;
 }
 
-ssize_t buf_send_fd(struct buffer *b, int fd)
+enum io buf_send_fd(struct buffer *b, int fd, size_t *n)
 {
-    ssize_t n = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
-    if (n > 0)
-        buf_consume(b, (size_t)n);
-    return n;
+    *n = 0;
+    ssize_t sent = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
+    while (sent == -1 && errno == EINTR) /* a signal came first: nothing was sent yet */
+        sent = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
+    if (sent == -1)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+    buf_consume(b, (size_t)sent);
+    *n = (size_t)sent;
+    return IO_OK;
 }
 
 void buf_release_if_big(struct buffer *b, size_t keep_bytes)

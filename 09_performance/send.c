@@ -75,7 +75,7 @@ static void send_failed(struct server *s, struct conn *c)
 static bool mark_reply_end(struct server *s, struct conn *c)
 {
     uint64_t end = c->out_queued_total;
-    if (buf_append(&c->marks, &end, sizeof end) == -1) {
+    if (buf_append(&c->marks, &end, sizeof end) != IO_OK) {
         fprintf(stderr, "server: %s: closed: out of memory for the send queue\n", c->peer);
         conn_mark_closing(s, c, CLOSE_ERROR);
         s->count.msgs_dropped++; /* this reply has no mark to be counted by at close */
@@ -172,7 +172,7 @@ bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t p
     for (int i = 0; i < 3; i++) {
         size_t skip = sent < lens[i] ? sent : lens[i];
         sent -= skip;
-        if (buf_append(&c->out, parts[i] + skip, lens[i] - skip) == -1) {
+        if (buf_append(&c->out, parts[i] + skip, lens[i] - skip) != IO_OK) {
             fprintf(stderr, "server: %s: closed: out of memory for the send queue\n", c->peer);
             conn_mark_closing(s, c, CLOSE_ERROR);
             s->count.msgs_dropped++;
@@ -208,16 +208,15 @@ void conn_flush(struct server *s, struct conn *c)
                 conn_want_more(s, c); /* lt: EPOLLOUT fires again by itself */
             break;
         }
-        ssize_t n = buf_send_fd(&c->out, c->fd);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
+        size_t n;
+        enum io r = buf_send_fd(&c->out, c->fd, &n);
+        if (r == IO_AGAIN)
+            break;
+        if (r == IO_ERROR) {
             send_failed(s, c);
             return;
         }
-        conn_count_sent(s, c, (size_t)n);
+        conn_count_sent(s, c, n);
     }
     if (buf_readable(&c->out) < before) {
         trace("send fd=%d <- %zu bytes from the queue (%zu left)", c->fd,

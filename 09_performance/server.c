@@ -616,20 +616,27 @@ void conn_decode(struct server *s, struct conn *c)
  * an unfinished frame is copied into c->in. No copy and no buffer of its
  * own for a connection that keeps up, so 10000 busy connections do not
  * spread their messages over 10000 buffers the CPU cache cannot hold.
- * Returns what read() would; *decoded says whether it decoded already. */
-static ssize_t conn_read(struct server *s, struct conn *c, bool *decoded)
+ * Returns what buf_read_fd would (*got: the bytes read); *decoded says
+ * whether it decoded already. */
+static enum io conn_read(struct server *s, struct conn *c, size_t *got, bool *decoded)
 {
     *decoded = false;
     if (buf_readable(&c->in) > 0) { /* a frame is half here: read behind it */
-        ssize_t n = buf_read_fd(&c->in, c->fd);
-        if (n > 0)
-            trace("recv fd=%d -> %zd bytes (%zu buffered)", c->fd, n, buf_readable(&c->in));
-        return n;
+        enum io r = buf_read_fd(&c->in, c->fd, got);
+        if (r == IO_OK)
+            trace("recv fd=%d -> %zu bytes (%zu buffered)", c->fd, *got, buf_readable(&c->in));
+        return r;
     }
+    *got = 0;
     static uint8_t scratch[SCRATCH_BYTES]; /* the loop thread's: emptied before we return */
     ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
-    if (n <= 0)
-        return n;
+    while (n == -1 && errno == EINTR) /* a signal came first: nothing was read yet */
+        n = recv(c->fd, scratch, sizeof scratch, 0);
+    if (n == -1)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+    if (n == 0)
+        return IO_CLOSED;
+    *got = (size_t)n;
     trace("recv fd=%d -> %zd bytes (%zd buffered)", c->fd, n, n);
     /* Replies leave before scratch is reused: sent, or copied into c->out. */
     bool frame_done = false;
@@ -637,21 +644,21 @@ static ssize_t conn_read(struct server *s, struct conn *c, bool *decoded)
     size_t used = decode_frames(s, c, scratch, (size_t)n, &frame_done);
     conn_batch_end(s, c);
     if (!c->closing && used < (size_t)n &&
-        buf_append(&c->in, scratch + used, (size_t)n - used) == -1) {
+        buf_append(&c->in, scratch + used, (size_t)n - used) != IO_OK) {
         fprintf(stderr, "server: %s: closed: out of memory for the input buffer\n", c->peer);
         conn_mark_closing(s, c, CLOSE_ERROR);
     }
     *decoded = true;
     if (c->closing) { /* the rest of this read will never be handled */
         count_unanswered(s, scratch + used, (size_t)n - used);
-        return n;
+        return IO_OK;
     }
     conn_frame_timer_update(s, c, frame_done);
     /* Stopped at the high-water mark, and the batch's send brought the
      * queue back under it: what is left may hold whole messages. */
     if (used > 0 && used < (size_t)n && !conn_over_high_water(s, c))
         conn_decode(s, c);
-    return n;
+    return IO_OK;
 }
 
 void conn_on_readable(struct server *s, struct conn *c)
@@ -675,17 +682,17 @@ void conn_on_readable(struct server *s, struct conn *c)
             return;
         }
         bool decoded;
-        ssize_t n = conn_read(s, c, &decoded);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            fprintf(stderr, "server: %s: recv: %s\n", c->peer, strerror(errno));
+        size_t n;
+        enum io r = conn_read(s, c, &n, &decoded);
+        if (r == IO_AGAIN)
+            return;
+        if (r == IO_ERROR || r == IO_FULL) {
+            fprintf(stderr, "server: %s: recv: %s\n", c->peer,
+                    r == IO_FULL ? "input buffer full" : strerror(errno));
             conn_mark_closing(s, c, CLOSE_ERROR);
             return;
         }
-        if (n == 0) {
+        if (r == IO_CLOSED) {
             trace("recv fd=%d -> 0 bytes: %s closed its side", c->fd, c->peer);
             if (buf_readable(&c->in) > 0)
                 fprintf(stderr, "server: %s: closed in the middle of a message (%zu bytes left)\n",

@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool closed = false;
     for (size_t off = 0; off < size && !closed; off += piece) {
         size_t n = size - off < piece ? size - off : piece;
-        if (buf_append(&in, data + off, n) == -1)
+        if (buf_append(&in, data + off, n) != IO_OK)
             break;
         for (;;) {
             struct frame f;
