@@ -1,4 +1,18 @@
-/* server.h -- the finished server: connections, their states and timers, counters, the loop */
+/* server.h -- the finished server's types: a connection and its states, the configuration, the
+ * counters
+ *
+ * The files, each calling only the ones below it (no file calls back up):
+ *
+ *   server.c     options, signals, main
+ *   loop_epoll.c the loop: owns epoll, applies what each connection wants
+ *   accept.c     new connections (and the EMFILE trap)
+ *   shutdown.c   timers, the graceful stop, signals, counters
+ *   handlers.c   what an event does to a connection; graceful close, linger
+ *   service.c    the decoding loop, the messages, worker replies
+ *   workers.c    worker threads
+ *   send.c       the send path: direct write, queue, flush
+ *   conn.c       a connection's record: create, close (with a reason), free
+ */
 #ifndef SERVER_H
 #define SERVER_H
 
@@ -7,6 +21,7 @@
 #include "net.h"
 #include "timer.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -32,23 +47,29 @@ enum close_reason {
     CLOSE_LINGER_TIMEOUT, /* after our FIN, the peer never sent its own */
     CLOSE_REASONS
 };
-const char *close_reason_name(enum close_reason r);
 
-/* The life of a connection, as far as closing goes:
+/* The life of a connection:
  *
  *   OPEN --(stop, idle timeout)--> DRAINING --(queue empty)--> LINGERING --(peer's FIN,
- *     |    no more reading;         shutdown(SHUT_WR):            or --linger-ms)--> closed
+ *     |    no more reading;         shutdown(SHUT_WR):            or --linger-ms)--> CLOSING
  *     |    answer what was read     our FIN                 read and discard
- *     +--(peer's FIN, queue empty)-----------------------------------------------> closed
- *     +--(error, cap, protocol error: abort, buffers freed at once)-------------> closed
- */
-enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING };
-const char *conn_state_name(enum conn_state st);
+ *     +--(peer's FIN, queue empty)-----------------------------------------------> CLOSING
+ *     +--(error, cap, protocol error: buffers freed at once)---------------------> CLOSING
+ *
+ * CLOSING lasts until the end of the loop's turn: other events of the same
+ * turn may still name the connection, so it is freed only then. */
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGERING, CONN_CLOSING };
+
+/* What a connection wants from the loop next. The handlers return it; only
+ * the loop turns it into epoll interest. WANT_MORE (et): a per-turn budget
+ * ran out with work left; serve it again before the loop sleeps. */
+enum want { WANT_NOTHING = 0, WANT_READ = 1, WANT_WRITE = 2, WANT_MORE = 4, WANT_CLOSE = 8 };
 
 struct conn {
     int fd;
     char peer[ADDR_STR_LEN];
     enum conn_state state;
+    enum close_reason reason; /* DRAINING, LINGERING: why the graceful close began */
     /* in: bytes received and not yet decoded (a frame may be incomplete).
      * out: the send queue, bytes the kernel has not taken yet.
      * marks: where each queued reply ends in the stream of queued bytes
@@ -56,21 +77,19 @@ struct conn {
     struct buffer in, out, marks;
     uint64_t out_queued_total; /* bytes ever appended to out */
     uint64_t out_sent_total;   /* bytes of out the kernel took */
-    uint32_t events;           /* what is registered with epoll right now */
     bool reading_paused;       /* the queue passed the high-water mark */
     bool read_eof;             /* the peer finished sending: close once out is empty */
-    bool batching;             /* decoding one read: replies collect in out, one send after */
+    bool batching;             /* decoding one read: small replies collect in out, one send after */
     struct timer activity;     /* idle timeout (OPEN), or linger timeout (LINGERING) */
     struct timer frame;        /* running while a frame is partly here */
     struct timer stale;        /* running while output is queued: restarted when it moves */
     struct timer slow;         /* running while the queue is over the high-water mark */
-    enum close_reason reason;  /* why it is closing (DRAINING, LINGERING or closing) */
-    bool closing;              /* close after this turn */
-    struct conn *next_closing; /* the list of connections to close after this turn */
     uint64_t gen;              /* this connection's generation: unique, never reused */
     size_t inflight_bytes;     /* --threads: message bytes a worker has not answered yet */
-    bool more_work;            /* et: its budget ran out with work left (see s->more) */
-    struct conn *next_more;
+    /* Lists the connection may be on, each at most once (the flag says so). */
+    bool changed; /* another connection's work changed it: settle it this turn */
+    bool more;    /* et: the loop serves it again before sleeping */
+    struct conn *next_changed, *next_more, *next_closed;
 };
 
 struct config {
@@ -95,11 +114,12 @@ struct config {
     int stop_ms;             /* a graceful stop finishes within this, then closes the rest */
 };
 
-/* What the server counts; printed on SIGUSR1 and at exit. Replies:
+/* What the server counts; printed on SIGUSR1 and at exit. Each counter
+ * changes where its event happens, once. Replies:
  * queued = sent + dropped + still in a queue (0 at exit). */
 struct counters {
     uint64_t accepted, refused;
-    uint64_t msgs_in; /* whole messages decoded and handed to the service */
+    uint64_t msgs_in; /* whole messages the service took */
     /* Received but never handled: the connection closed first (an error,
      * or a stop deadline). Whole messages, and every byte thrown away. */
     uint64_t msgs_unanswered, bytes_unanswered;
@@ -113,17 +133,20 @@ struct counters {
 struct server {
     struct config cfg;
     int listen_fd;
-    int spare_fd;        /* reserved for the EMFILE dance, see server_accept() */
-    int epfd;            /* the epoll instance: the interest list lives in the kernel */
+    int spare_fd;          /* reserved for the EMFILE dance, see accept.c */
+    int epfd;              /* the epoll instance, and what is registered in it: */
+    struct watch *watches; /* ...indexed by fd (loop_epoll.c's alone) */
+    int watches_cap;
     struct conn **conns; /* indexed by fd */
     int conns_cap;       /* length of conns[] */
     int max_fd;          /* highest fd in conns[], or -1 */
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
-    struct conn *closing;             /* to close once the current turn is over */
+    struct conn *changed;             /* to settle before the turn ends */
+    struct conn *closed;              /* CLOSING: to free once the turn is over */
+    struct conn *more;                /* et: to serve again before sleeping (the loop's) */
     uint64_t next_gen;                /* generations handed out so far */
     struct workers *workers;          /* --threads N, or NULL */
-    struct conn *more;                /* et: connections to serve again without waiting */
     long long now_ms;                 /* the loop's clock, read once per turn */
     struct timer_list idle_timers, frame_timers, linger_timers, stale_timers, slow_timers;
     int signal_fd;              /* SIGINT, SIGTERM, SIGUSR1 arrive here as data */
@@ -132,34 +155,31 @@ struct server {
     struct counters count;
 };
 
-/* "out of memory": the server's own failure. It closes the connection it
- * happened on (counted as an error, not as the peer's protocol error). */
-extern const char ERR_NO_MEMORY[];
-/* The test hook for those paths: true if the environment variable
- * SERVER_FAIL_ALLOC names this allocation site ("table", "decompress",
- * "reply"): the caller then acts as if malloc had returned NULL. */
-bool alloc_may_fail(const char *site);
+/* ---- conn.c: a connection's record ---- */
 
-/* The event loop (loop_epoll.c). Returns when a graceful stop is over. */
-void loop_epoll(struct server *s);
-
-/* Accept the connections waiting on the listening socket: in lt mode up to
- * a bounded number per call, with et (or until_empty) until EAGAIN. new_cb
- * is called for each one the server keeps. */
-void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn *, void *),
-                   void *arg, bool until_empty);
-
-/* Should the loop watch the listening socket now? (Not while paused after
- * running out of file descriptors, nor once stopping.) */
-bool server_accepting(struct server *s);
-
-/* The connection's handlers, called by the loop when the fd is ready. */
-void conn_on_readable(struct server *s, struct conn *c);
-void conn_on_writable(struct server *s, struct conn *c);
-
-/* Restart c's idle timer: bytes moved. Inline (lesson 9): it runs for
- * every read and every send; touched already at this turn's clock reading
- * (a read and the send of its reply, say), the timer is where it should be. */
+/* Add a connection for fd to the table (OPEN, idle timer running, on the
+ * changed list so the loop registers it). NULL: out of memory. */
+struct conn *conn_new(struct server *s, int fd, const struct sockaddr *peer);
+/* The connection on fd, or NULL. */
+struct conn *conn_find(const struct server *s, int fd);
+/* End c now, for this reason: CLOSING, its counters updated, its buffers
+ * freed at once (what it held unanswered is counted). The fd is closed and
+ * the record freed at the end of the turn (conn_free_closed). */
+void conn_close(struct server *s, struct conn *c, enum close_reason why);
+void conn_free_closed(struct server *s);
+/* Throw away what c->in holds, counting the whole messages in it as unanswered. */
+void conn_drop_input(struct server *s, struct conn *c);
+/* Received bytes that will never be handled: count them, and the whole
+ * messages among them (lesson 9: a read decoded in place holds its own). */
+void conn_count_unanswered(struct server *s, const uint8_t *data, size_t len);
+/* Another connection's work changed c (a broadcast, a worker's reply, a
+ * timer): the loop settles it before the turn ends. */
+void conn_changed(struct server *s, struct conn *c);
+struct conn *conn_next_changed(struct server *s);
+/* Bytes moved: restart the idle timer (OPEN only). Inline (lesson 9): it
+ * runs for every read and every send; touched already at this turn's clock
+ * reading (a read and the send of its reply, say), the timer is where it
+ * should be. */
 static inline void conn_touch(struct server *s, struct conn *c)
 {
     if (timer_running(&c->activity) && c->activity.since_ms == s->now_ms)
@@ -167,73 +187,31 @@ static inline void conn_touch(struct server *s, struct conn *c)
     if (c->state == CONN_OPEN)
         timer_start(&s->idle_timers, &c->activity, s->now_ms);
 }
-
-/* ---- send.c: the send path ---- */
-
-/* Send one message (prefix, body, suffix) to c: directly if nothing is
- * queued, else behind the queue. Returns false if c is (now) closing. */
-bool conn_send(struct server *s, struct conn *c, const uint8_t *prefix, size_t prefix_len,
-               const uint8_t *body, size_t body_len, const uint8_t *suffix, size_t suffix_len);
-/* The queue (with what workers still hold for c) is over the high-water
- * mark: take no more of c's messages until it drains. */
+/* What the state says c waits for: read, write (output queued), close. */
+enum want conn_wants(const struct conn *c);
+/* Bytes queued for c, counting what workers still hold for it. */
+static inline size_t conn_queued(const struct conn *c)
+{
+    return buf_readable(&c->out) + c->inflight_bytes;
+}
 static inline bool conn_over_high_water(const struct server *s, const struct conn *c)
 {
-    return buf_readable(&c->out) + c->inflight_bytes > s->cfg.high_water_bytes;
+    return conn_queued(c) > s->cfg.high_water_bytes;
 }
-/* EPOLLOUT: send from the queue. */
-void conn_flush(struct server *s, struct conn *c);
-/* Apply the watermarks and make epoll's interest match the state:
- * EPOLLIN unless reading is paused, EPOLLOUT while the queue is not empty. */
-void conn_update(struct server *s, struct conn *c);
-/* Close c after the current turn (other events of this turn may still
- * name it; freeing it now would leave them a dangling pointer). */
-void conn_mark_closing(struct server *s, struct conn *c, enum close_reason why);
-/* Fairness: work per connection per wake-up is capped. A level-triggered
- * socket is simply reported again; an edge-triggered one is not, so it
- * goes on s->more and is served after the batch, before the next wait. */
-#define READ_BUDGET_BYTES  (256u << 10)
-#define WRITE_BUDGET_BYTES (1u << 20)
-void conn_want_more(struct server *s, struct conn *c);
-void server_serve_more(struct server *s);
-
-/* Throw away what c->in holds, counting the whole messages in it as unanswered. */
-void conn_drop_input(struct server *s, struct conn *c);
-/* Close the connections marked during the turn. */
-void server_close_marked(struct server *s);
+const char *conn_state_name(enum conn_state st);
+const char *close_reason_name(enum close_reason r);
 long long server_now_ms(void);
 
-/* Close the fd, free the connection, forget it. */
-void conn_close(struct server *s, struct conn *c);
-/* Replies that are fully sent: advance the marks by what the kernel took. */
-void conn_count_sent(struct server *s, struct conn *c, size_t n);
-/* Decoding one read's messages: collect the replies, then send them in one call. */
-void conn_batch_begin(struct conn *c);
-void conn_batch_end(struct server *s, struct conn *c);
-/* Decode and handle every whole message in c->in (until reading pauses). */
-void conn_decode(struct server *s, struct conn *c);
+/* "out of memory": the server's own failure. It closes the connection it
+ * happened on (counted as an error, not as the peer's protocol error). */
+extern const char ERR_NO_MEMORY[];
+/* The test hook for those paths: true if the environment variable
+ * SERVER_FAIL_ALLOC names this allocation site ("table", "decompress",
+ * "reply"): the caller then acts as if malloc had returned NULL.
+ * alloc_hook_init reads the variable, before any thread starts. */
+void alloc_hook_init(void);
+bool alloc_may_fail(const char *site);
 
-/* ---- shutdown.c: graceful close, timers, the graceful stop ---- */
-
-/* Close c gracefully: answer what was read, flush, half-close, wait for the peer's FIN. */
-void conn_close_gracefully(struct server *s, struct conn *c, enum close_reason why);
-/* Called when c's queue may have emptied: a DRAINING connection half-closes. */
-void conn_drain_step(struct server *s, struct conn *c);
-/* LINGERING: read and discard until the peer's FIN. */
-void conn_linger_read(struct server *s, struct conn *c);
-/* After decoding: start, restart (frame_done: a frame was completed) or stop the frame deadline. */
-void conn_frame_timer_update(struct server *s, struct conn *c, bool frame_done);
-/* Expired timers: idle, frame, linger, stale output and slow readers. */
-void server_run_timers(struct server *s);
-/* The nearest deadline of every timer the loop knows, as an epoll_wait timeout (-1: none). */
-int server_wait_ms(const struct server *s);
-/* Signals, read from the signalfd: print the counters, or say that a
- * graceful stop should begin now (true). */
-bool server_on_signal(struct server *s);
-/* Begin the graceful stop: close the listener, drain every connection.
- * server_stop_done: it is over (nothing left open). */
-void server_begin_stop(struct server *s);
-bool server_stop_done(const struct server *s);
-void server_print_counters(const struct server *s, const char *when);
 /* SIGUSR2 (a harmless signal, for the EINTR tests): counted by a handler. */
 extern volatile sig_atomic_t usr2_count;
 

@@ -11,50 +11,17 @@
  * Step 3 is bounded by --linger-ms: a peer that never closes must not keep
  * the connection (and its fd) forever.
  */
-#include "server.h"
-#include "workers.h"
+#include "shutdown.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define LINGER_READS_PER_TURN 16 /* discarding is not worth more of a turn than this */
-
-volatile sig_atomic_t usr2_count = 0;
-
-const char *conn_state_name(enum conn_state st)
-{
-    switch (st) {
-    case CONN_OPEN: return "open";
-    case CONN_DRAINING: return "draining";
-    case CONN_LINGERING: return "lingering";
-    }
-    return "?";
-}
-
-static const char *const reason_names[CLOSE_REASONS] = {
-    [CLOSE_PEER] = "peer",
-    [CLOSE_PROTOCOL] = "protocol",
-    [CLOSE_IDLE] = "idle",
-    [CLOSE_FRAME_TIMEOUT] = "frame_timeout",
-    [CLOSE_OUTPUT_CAP] = "output_cap",
-    [CLOSE_STALE] = "stale",
-    [CLOSE_SLOW] = "slow",
-    [CLOSE_ERROR] = "error",
-    [CLOSE_STOP] = "stop",
-    [CLOSE_STOP_DEADLINE] = "stop_deadline",
-    [CLOSE_LINGER_TIMEOUT] = "linger_timeout",
-};
-
-const char *close_reason_name(enum close_reason r)
-{
-    return r < CLOSE_REASONS ? reason_names[r] : "?";
-}
 
 /* Our own output may hold a connection's messages back (its queue is over
  * the high-water mark, or workers hold its replies): then the peer is not
@@ -64,22 +31,9 @@ static bool held_back_by_us(const struct server *s, const struct conn *c)
     return c->reading_paused || conn_over_high_water(s, c);
 }
 
-void conn_frame_timer_update(struct server *s, struct conn *c, bool frame_done)
+void shutdown_begin(struct server *s, struct conn *c, enum close_reason why)
 {
-    /* The deadline runs from a frame's first byte to its last. An idle
-     * timeout alone cannot catch a slowloris, who sends one byte just
-     * before every idle deadline and so is never idle. */
-    if (c->state != CONN_OPEN || buf_readable(&c->in) == 0) {
-        timer_stop(&c->frame);
-        return;
-    }
-    if (frame_done || !timer_running(&c->frame)) /* a new frame began */
-        timer_start(&s->frame_timers, &c->frame, s->now_ms);
-}
-
-void conn_close_gracefully(struct server *s, struct conn *c, enum close_reason why)
-{
-    if (c->closing || c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN)
         return;
     trace("fd=%d: %s -> %s (%s)", c->fd, conn_state_name(c->state), conn_state_name(CONN_DRAINING),
           close_reason_name(why));
@@ -87,18 +41,15 @@ void conn_close_gracefully(struct server *s, struct conn *c, enum close_reason w
     c->reason = why;
     timer_stop(&c->activity);
     timer_stop(&c->frame);
-    conn_update(s, c); /* stops reading; conn_drain_step half-closes once flushed */
+    conn_changed(s, c); /* the loop settles it: stop reading, answer, flush, half-close */
 }
 
-void conn_drain_step(struct server *s, struct conn *c)
+void shutdown_drain_step(struct server *s, struct conn *c)
 {
-    if (c->state != CONN_DRAINING || c->closing)
-        return;
     /* Messages already read are answered before we say goodbye, even those
-     * that waited while reading was paused: the decoding loop itself stops
-     * at the high-water mark, and this step runs again as the queue drains. */
-    conn_decode(s, c);
-    if (c->closing || buf_readable(&c->out) > 0 || c->inflight_bytes > 0)
+     * that waited while reading was paused: conn_settle has decoded what
+     * it could, and this step runs again as the queue drains. */
+    if (conn_queued(c) > 0)
         return; /* not flushed yet: EPOLLOUT (or a worker) brings us back */
     /* The queue is empty and decoding found no whole message: what is
      * left is the start of one that will never be finished. */
@@ -107,14 +58,14 @@ void conn_drain_step(struct server *s, struct conn *c)
                 buf_readable(&c->in));
     conn_drop_input(s, c);
     if (c->read_eof) { /* the peer has already sent its FIN: nothing to wait for */
-        conn_mark_closing(s, c, c->reason);
+        conn_close(s, c, c->reason);
         return;
     }
     /* The lesson: FIN, not close(). Our FIN says "no more from us"; the
      * peer's replies in flight are safe, and we keep reading until its FIN. */
     if (shutdown(c->fd, SHUT_WR) == -1) {
         fprintf(stderr, "server: %s: shutdown: %s\n", c->peer, strerror(errno));
-        conn_mark_closing(s, c, CLOSE_ERROR);
+        conn_close(s, c, CLOSE_ERROR);
         return;
     }
     trace("shutdown(SHUT_WR) fd=%d: FIN sent, reading until the peer's FIN", c->fd);
@@ -123,7 +74,7 @@ void conn_drain_step(struct server *s, struct conn *c)
     timer_start(&s->linger_timers, &c->activity, s->now_ms);
 }
 
-void conn_linger_read(struct server *s, struct conn *c)
+bool shutdown_linger_read(struct server *s, struct conn *c)
 {
     static uint8_t discard[65536]; /* only the loop thread reads into it */
     for (int i = 0; i < LINGER_READS_PER_TURN; i++) {
@@ -136,19 +87,19 @@ void conn_linger_read(struct server *s, struct conn *c)
         }
         if (n == 0) {
             trace("recv fd=%d -> 0: the peer's FIN, closing", c->fd);
-            conn_mark_closing(s, c, c->reason);
-            return;
+            conn_close(s, c, c->reason);
+            return false;
         }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
+            return false;
         /* A reset now only means the peer is gone: nothing is lost on our side. */
         trace("recv fd=%d: %s while lingering", c->fd, strerror(errno));
-        conn_mark_closing(s, c, c->reason);
-        return;
+        conn_close(s, c, c->reason);
+        return false;
     }
-    conn_want_more(s, c); /* et: not reported again; lt: harmless */
+    return true; /* et: not reported again, so come back before sleeping */
 }
 
 /* Close everything that is left, once the stop deadline has passed. */
@@ -157,8 +108,8 @@ static void close_the_rest(struct server *s)
     long left = 0;
     for (int fd = 0; fd <= s->max_fd; fd++) {
         struct conn *c = s->conns[fd];
-        if (c != NULL && !c->closing) {
-            conn_mark_closing(s, c, CLOSE_STOP_DEADLINE);
+        if (c != NULL && c->state != CONN_CLOSING) {
+            conn_close(s, c, CLOSE_STOP_DEADLINE);
             left++;
         }
     }
@@ -173,7 +124,7 @@ void server_run_timers(struct server *s)
     while ((t = timer_list_pop_expired(&s->idle_timers, s->now_ms)) != NULL) {
         struct conn *c = t->owner;
         fprintf(stderr, "server: %s: idle for %d ms: closing\n", c->peer, s->cfg.idle_ms);
-        conn_close_gracefully(s, c, CLOSE_IDLE);
+        shutdown_begin(s, c, CLOSE_IDLE);
     }
     while ((t = timer_list_pop_expired(&s->frame_timers, s->now_ms)) != NULL) {
         struct conn *c = t->owner;
@@ -183,7 +134,7 @@ void server_run_timers(struct server *s)
         }
         fprintf(stderr, "server: %s: closed: a message took over %d ms (%zu bytes of it so far)\n",
                 c->peer, s->cfg.frame_ms, buf_readable(&c->in));
-        conn_mark_closing(s, c, CLOSE_FRAME_TIMEOUT);
+        conn_close(s, c, CLOSE_FRAME_TIMEOUT);
     }
     while ((t = timer_list_pop_expired(&s->stale_timers, s->now_ms)) != NULL) {
         /* Output that sits in a queue without moving means a peer that
@@ -192,7 +143,7 @@ void server_run_timers(struct server *s)
         fprintf(stderr,
                 "server: %s: closed: stale output (%zu bytes queued, no progress for %lld ms)\n",
                 c->peer, buf_readable(&c->out), s->now_ms - t->since_ms);
-        conn_mark_closing(s, c, CLOSE_STALE);
+        conn_close(s, c, CLOSE_STALE);
     }
     while ((t = timer_list_pop_expired(&s->slow_timers, s->now_ms)) != NULL) {
         /* Progress, but too little: a reader that takes a few kilobytes now
@@ -202,13 +153,13 @@ void server_run_timers(struct server *s)
                 "server: %s: closed: too slow (%zu bytes queued, over the high-water mark for "
                 "%d ms)\n",
                 c->peer, buf_readable(&c->out), s->cfg.slow_ms);
-        conn_mark_closing(s, c, CLOSE_SLOW);
+        conn_close(s, c, CLOSE_SLOW);
     }
     while ((t = timer_list_pop_expired(&s->linger_timers, s->now_ms)) != NULL) {
         struct conn *c = t->owner;
         fprintf(stderr, "server: %s: no FIN within %d ms of ours: closing\n", c->peer,
                 s->cfg.linger_ms);
-        conn_mark_closing(s, c, CLOSE_LINGER_TIMEOUT);
+        conn_close(s, c, CLOSE_LINGER_TIMEOUT);
     }
     if (s->stopping && s->now_ms >= s->stop_deadline_ms)
         close_the_rest(s);
@@ -245,8 +196,8 @@ void server_begin_stop(struct server *s)
     s->stop_deadline_ms = s->now_ms + s->cfg.stop_ms;
     /* 1. No new connections: a client that connects now is refused at once
      * instead of waiting in a queue nobody will serve. (The loop has just
-     * accepted those already queued: closing the listener resets them.) */
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+     * accepted those already queued: closing the listener resets them.)
+     * close() also takes it out of the epoll interest list. */
     close(s->listen_fd);
     s->listen_fd = -1;
     fprintf(stderr,
@@ -256,7 +207,7 @@ void server_begin_stop(struct server *s)
     for (int fd = 0; fd <= s->max_fd; fd++) {
         struct conn *c = s->conns[fd];
         if (c != NULL)
-            conn_close_gracefully(s, c, CLOSE_STOP);
+            shutdown_begin(s, c, CLOSE_STOP);
     }
 }
 
@@ -303,7 +254,8 @@ void server_print_counters(const struct server *s, const char *when)
            (unsigned long long)n->bytes_in, (unsigned long long)n->bytes_unanswered,
            (unsigned long long)n->bytes_out);
     for (int r = 0; r < CLOSE_REASONS; r++)
-        printf(" closed_%s=%llu", reason_names[r], (unsigned long long)n->closed[r]);
+        printf(" closed_%s=%llu", close_reason_name((enum close_reason)r),
+               (unsigned long long)n->closed[r]);
     printf(" usr2=%d\n", (int)usr2_count);
     fflush(stdout);
 }

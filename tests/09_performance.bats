@@ -268,7 +268,7 @@ enough_fds() {
 }
 
 # The replies collected in a batch must leave before a later message of the
-# same read closes the connection (conn_mark_closing frees c->out). Lesson
+# same read closes the connection (conn_close frees c->out). Lesson
 # 7 has written them directly by then: the client gets the answers to its
 # valid requests, then the end of stream. (This test found that bug.)
 @test "a protocol error after valid requests in the same read: the valid ones are still answered, as in lesson 7" {
