@@ -224,7 +224,7 @@ MUTANT
 server_srcs() { sed -n 's/^SERVER_SRCS := //p' "$ROOT/$1/Makefile"; }
 
 # The lessons whose server is split into files by concept.
-SPLIT_SERVERS=(07_shutdown)
+SPLIT_SERVERS=(07_shutdown 09_performance)
 
 @test "the call-graph check finds a planted cycle between two files (why a clean result means something)" {
     mkdir -p "$T/cycle"
