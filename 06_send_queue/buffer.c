@@ -77,18 +77,18 @@ static int buf_reserve(struct buffer *b, size_t n)
     return 0;
 }
 
-int buf_append(struct buffer *b, const void *p, size_t n)
+enum io buf_append(struct buffer *b, const void *p, size_t n)
 {
     if (n == 0)
-        return 0;
+        return IO_OK;
     if (buf_reserve(b, n) == -1)
-        return -1;
+        return errno == ENOBUFS ? IO_FULL : IO_ERROR;
     memcpy(b->data + b->write_pos, p, n);
     b->write_pos += n;
-    return 0;
+    return IO_OK;
 }
 
-ssize_t buf_read_fd(struct buffer *b, int fd)
+static ssize_t old_read_fd(struct buffer *b, int fd)
 {
     uint8_t spill[SPILL_BYTES];
     struct iovec iov[2];
@@ -119,18 +119,38 @@ ssize_t buf_read_fd(struct buffer *b, int fd)
         return n;
     }
     b->write_pos += in_buffer;
-    if (buf_append(b, spill, (size_t)n - in_buffer) == -1) {
-        if (errno != ENOBUFS)
-            errno = ENOMEM;
+    if (buf_append(b, spill, (size_t)n - in_buffer) != IO_OK) {
+        errno = ENOBUFS;
         return -1;
     }
     return n;
 }
 
-ssize_t buf_send_fd(struct buffer *b, int fd)
+enum io buf_read_fd(struct buffer *b, int fd, size_t *n)
 {
-    ssize_t n = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
-    if (n > 0)
-        buf_consume(b, (size_t)n);
-    return n;
+    ssize_t r;
+    do
+        r = old_read_fd(b, fd);
+    while (r == -1 && errno == EINTR);
+    *n = r > 0 ? (size_t)r : 0;
+    if (r > 0)
+        return IO_OK;
+    if (r == 0)
+        return IO_CLOSED;
+    if (errno == ENOBUFS)
+        return IO_FULL;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+}
+enum io buf_send_fd(struct buffer *b, int fd, size_t *n)
+{
+    ssize_t r;
+    do
+        r = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
+    while (r == -1 && errno == EINTR);
+    *n = r > 0 ? (size_t)r : 0;
+    if (r > 0) {
+        buf_consume(b, (size_t)r);
+        return IO_OK;
+    }
+    return r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) ? IO_AGAIN : IO_ERROR;
 }

@@ -39,18 +39,19 @@ static inline const uint8_t *buf_peek(const struct buffer *b)
 /* Drop n readable bytes (they have been decoded or sent). */
 void buf_consume(struct buffer *b, size_t n);
 
-/* Append n bytes. Returns 0, or -1 if memory or max_bytes says no. */
-int buf_append(struct buffer *b, const void *p, size_t n);
+enum io { IO_OK, IO_AGAIN, IO_CLOSED, IO_ERROR, IO_FULL };
+/* Append n bytes. */
+enum io buf_append(struct buffer *b, const void *p, size_t n);
 
 /* Read from fd into the buffer with ONE readv: the buffer's free space plus
  * a 64 KiB spill area on the stack, so a small buffer can still take a big
  * burst in one system call. Returns what read() would: bytes read, 0 at end
  * of stream, -1 with errno (EAGAIN included). ENOBUFS: max_bytes reached. */
-ssize_t buf_read_fd(struct buffer *b, int fd);
+enum io buf_read_fd(struct buffer *b, int fd, size_t *n);
 
 /* Send readable bytes to fd (MSG_NOSIGNAL) and consume what the kernel
  * took. Returns bytes sent or -1 with errno (EAGAIN included). */
-ssize_t buf_send_fd(struct buffer *b, int fd);
+enum io buf_send_fd(struct buffer *b, int fd, size_t *n);
 
 void buf_check(const struct buffer *b); /* assert the invariant */
 

@@ -244,8 +244,8 @@ static size_t encode(const struct config *cfg, const struct message *m, struct b
     const uint8_t *suffix;
     frame_wrap(&cfg->rules, len, flags, (uint32_t)m->len, prefix, &prefix_len, &suffix,
                &suffix_len);
-    if (buf_append(out, prefix, prefix_len) == -1 || buf_append(out, body, len) == -1 ||
-        buf_append(out, suffix, suffix_len) == -1)
+    if (buf_append(out, prefix, prefix_len) != IO_OK || buf_append(out, body, len) != IO_OK ||
+        buf_append(out, suffix, suffix_len) != IO_OK)
         die("buffer");
     free(packed);
     return prefix_len;
@@ -378,9 +378,11 @@ static int exchange(const struct config *cfg, int fd, struct message *msgs, size
         }
         if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
-        ssize_t r = buf_read_fd(&in, fd);
+        size_t got;
+        enum io io = buf_read_fd(&in, fd, &got);
+        ssize_t r = io == IO_OK ? (ssize_t)got : io == IO_CLOSED ? 0 : -1;
         if (r == -1) {
-            if (errno == EAGAIN || errno == EINTR)
+            if (io == IO_AGAIN)
                 continue;
             fprintf(stderr, "client: recv: %s\n", strerror(errno));
             rc = 1;
