@@ -129,18 +129,28 @@ static ssize_t old_read_fd(struct buffer *b, int fd)
 enum io buf_read_fd(struct buffer *b, int fd, size_t *n)
 {
     ssize_t r;
-    do r = old_read_fd(b, fd); while (r == -1 && errno == EINTR);
+    do
+        r = old_read_fd(b, fd);
+    while (r == -1 && errno == EINTR);
     *n = r > 0 ? (size_t)r : 0;
-    if (r > 0) return IO_OK;
-    if (r == 0) return IO_CLOSED;
-    if (errno == ENOBUFS) return IO_FULL;
+    if (r > 0)
+        return IO_OK;
+    if (r == 0)
+        return IO_CLOSED;
+    if (errno == ENOBUFS)
+        return IO_FULL;
     return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
 }
 enum io buf_send_fd(struct buffer *b, int fd, size_t *n)
 {
     ssize_t r;
-    do r = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL); while (r == -1 && errno == EINTR);
+    do
+        r = send(fd, buf_peek(b), buf_readable(b), MSG_NOSIGNAL);
+    while (r == -1 && errno == EINTR);
     *n = r > 0 ? (size_t)r : 0;
-    if (r > 0) { buf_consume(b, (size_t)r); return IO_OK; }
+    if (r > 0) {
+        buf_consume(b, (size_t)r);
+        return IO_OK;
+    }
     return r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) ? IO_AGAIN : IO_ERROR;
 }
