@@ -1,47 +1,112 @@
-/* loop_epoll.c -- the event loop with epoll: the interest list lives in the kernel
+/* loop_epoll.c -- the event loop: the only code that talks to epoll
  *
  * select and poll hand the kernel the whole list of fds on every call, and
  * scan all of it for the few that are ready. With epoll the list is kept
  * in the kernel (epoll_ctl ADD/MOD/DEL changes it), and epoll_wait returns
  * only the ready fds: the cost of a turn follows the number of events, not
  * the number of connections.
+ *
+ * One turn:
+ *   1. wait for events (or the next stale-output check, or the end of an
+ *      accept pause);
+ *   2. each event: the connection's handler, then conn_settle(), whose
+ *      answer (read, write, close) becomes its epoll interest;
+ *   3. et: serve again the connections whose budget ran out;
+ *   4. the stale-output check, when its time has come;
+ *   5. settle every connection that other work changed this turn (a
+ *      broadcast, a worker's reply, a new connection);
+ *   6. free the connections closed this turn.
  */
-#include "server.h"
+#include "loop_epoll.h"
+#include "accept.h"
+#include "handlers.h"
+#include "send.h"
+#include "service.h"
 #include "workers.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 
 #define MAX_EVENTS 256 /* events taken per epoll_wait; the rest wait for the next call */
 
-static int watch(struct server *s, int op, int fd, uint32_t events, void *ptr)
+/* What each registered fd is: an event carries its fd (data.fd), and this
+ * table says which handler it goes to, and what epoll watches for it. */
+enum watch_kind { WATCH_NONE, WATCH_LISTENER, WATCH_CONN, WATCH_WORKERS };
+struct watch {
+    enum watch_kind kind;
+    uint32_t events; /* the interest registered right now */
+};
+
+static struct watch *watch_of(struct server *s, int fd)
 {
-    /* epoll_data is a union: we keep a pointer to the connection (NULL for
-     * the listening socket), so an event leads straight to its state
-     * without a lookup by fd. */
-    struct epoll_event ev = {.events = events, .data.ptr = ptr};
-    return epoll_ctl(s->epfd, op, fd, &ev);
+    if (fd >= s->watches_cap) {
+        int cap = s->watches_cap == 0 ? 64 : s->watches_cap;
+        while (cap <= fd)
+            cap *= 2;
+        struct watch *grown = realloc(s->watches, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        memset(grown + s->watches_cap, 0, (size_t)(cap - s->watches_cap) * sizeof *grown);
+        s->watches = grown;
+        s->watches_cap = cap;
+    }
+    return &s->watches[fd];
 }
 
-/* The listening socket is setup: failing to watch it ends the server. */
-static void watch_listener(struct server *s, int op, uint32_t events)
+/* Register fd (ADD the first time, MOD after). Returns 0, or -1 with errno
+ * (ENOMEM, or ENOSPC past fs.epoll.max_user_watches). */
+static int watch(struct server *s, int fd, enum watch_kind kind, uint32_t events)
 {
-    if (watch(s, op, s->listen_fd, events, NULL) == -1)
-        die("epoll_ctl(listening socket)");
+    struct watch *w = watch_of(s, fd);
+    if (w == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    if (epoll_ctl(s->epfd, w->kind == WATCH_NONE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) == -1)
+        return -1;
+    *w = (struct watch){.kind = kind, .events = events};
+    return 0;
 }
 
-/* A new connection starts reading; EPOLLOUT comes only with queued output. */
-static void on_new(struct server *s, struct conn *c, void *arg)
+/* Setup fds (listener, eventfd): failing to watch one ends the server. */
+static void watch_or_die(struct server *s, int fd, enum watch_kind kind, uint32_t events,
+                         const char *what)
 {
-    (void)arg;
-    c->events = EPOLLIN | EPOLLRDHUP | (s->cfg.mode == MODE_ET ? EPOLLET : 0);
-    if (watch(s, EPOLL_CTL_ADD, c->fd, c->events, c) == -1) {
-        /* failing to watch a connection closes that connection only */
-        fprintf(stderr, "server: %s: epoll_ctl: %s\n", c->peer, strerror(errno));
-        conn_close(s, c, "epoll_ctl failed");
+    if (watch(s, fd, kind, events) == -1)
+        die(what);
+}
+
+/* What a connection wants, made epoll interest. EPOLLOUT only while
+ * something is queued: an idle socket is always writable, and a
+ * level-triggered EPOLLOUT would fire on every turn. */
+static void apply(struct server *s, struct conn *c, enum want want)
+{
+    if (want & WANT_CLOSE)
+        return; /* freed at the end of the turn; close() unregisters it */
+    uint32_t ev = (want & WANT_READ ? EPOLLIN | EPOLLRDHUP : 0) |
+                  (want & WANT_WRITE ? EPOLLOUT : 0) | (s->cfg.mode == MODE_ET ? EPOLLET : 0);
+    struct watch *w = c->fd < s->watches_cap ? &s->watches[c->fd] : NULL;
+    if (w == NULL || w->kind != WATCH_CONN || w->events != ev) {
+        if (w != NULL && w->kind == WATCH_CONN && ((ev ^ w->events) & EPOLLOUT))
+            trace("fd=%d: EPOLLOUT %s", c->fd,
+                  ev & EPOLLOUT ? "on (output queued)" : "off (queue empty)");
+        if (watch(s, c->fd, WATCH_CONN, ev) == -1) {
+            /* failing to watch a connection closes that connection only */
+            fprintf(stderr, "server: %s: epoll_ctl: %s\n", c->peer, strerror(errno));
+            conn_close(s, c, CLOSE_ERROR);
+            return;
+        }
+    }
+    /* et: a budget ran out with work left, and epoll will not say so again.
+     * (lt: it reports the socket again by itself.) */
+    if ((want & WANT_MORE) && s->cfg.mode == MODE_ET && !c->more) {
+        c->more = true;
+        c->next_more = s->more;
+        s->more = c;
     }
 }
 
@@ -52,28 +117,60 @@ static void trace_events(int fd, uint32_t e)
           e & EPOLLHUP ? " EPOLLHUP" : "", e & EPOLLERR ? " EPOLLERR" : "");
 }
 
-/* One event for a connection: call the handlers it asks for, then bring
- * the epoll registration in line with the connection's state. */
+/* One event for a connection: its handlers, then what it wants next. */
 static void dispatch(struct server *s, struct conn *c, uint32_t e)
 {
-    if (c->closing != NULL)
-        return; /* marked during this turn (cap, error): nothing more to do */
+    if (c->state == CONN_CLOSING)
+        return; /* closed earlier in this turn: nothing more to do */
     if (e & EPOLLERR) {
-        /* A pending error (a reset, say): SO_ERROR tells which, and clears it. */
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        fprintf(stderr, "server: %s: %s\n", c->peer, err ? strerror(err) : "socket error");
-        conn_mark_closing(s, c, "socket error");
+        conn_on_error(s, c);
         return;
     }
+    enum want more = WANT_NOTHING;
     if (e & EPOLLOUT)
-        conn_on_writable(s, c);
+        more |= conn_on_writable(s, c);
     /* EPOLLRDHUP (the peer shut down its side) and EPOLLHUP may come with
      * data still unread: recv() returns that data first, then 0. */
-    if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) && c->closing == NULL)
-        conn_on_readable(s, c);
-    conn_update(s, c);
+    if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) && c->state != CONN_CLOSING)
+        more |= conn_on_readable(s, c);
+    apply(s, c, more | conn_settle(s, c));
+}
+
+/* et: connections whose budget ran out are served again, taken as a whole
+ * list (those that still have work put themselves back). */
+static void serve_more(struct server *s)
+{
+    struct conn *list = s->more;
+    s->more = NULL;
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->next_more;
+        c->more = false;
+        dispatch(s, c, EPOLLIN | (buf_readable(&c->out) > 0 ? EPOLLOUT : 0));
+    }
+}
+
+/* The end of a turn: settle what other work changed (settling one may
+ * change others: a resumed client's broadcast), then free the closed. */
+static void end_turn(struct server *s)
+{
+    struct conn *c;
+    while ((c = conn_next_changed(s)) != NULL)
+        apply(s, c, conn_settle(s, c));
+    for (c = s->closed; c != NULL; c = c->next_closed)
+        s->watches[c->fd].kind = WATCH_NONE; /* close() takes it out of epoll */
+    conn_free_closed(s);
+}
+
+/* The nearest deadline: the next stale-output check, or the end of an
+ * accept pause. epoll_wait's timeout is our timer. */
+static int server_wait_ms(const struct server *s)
+{
+    long long deadline = s->next_stale_check_ms;
+    if (s->accept_paused_until_ms != 0 && s->accept_paused_until_ms < deadline)
+        deadline = s->accept_paused_until_ms;
+    long long left = deadline - server_now_ms();
+    return left < 0 ? 0 : (int)left;
 }
 
 void loop_epoll(struct server *s)
@@ -83,50 +180,44 @@ void loop_epoll(struct server *s)
     if (s->epfd == -1)
         die("epoll_create1");
     uint32_t listen_events = EPOLLIN | (s->cfg.mode != MODE_LT ? EPOLLET : 0);
-    watch_listener(s, EPOLL_CTL_ADD, listen_events);
+    watch_or_die(s, s->listen_fd, WATCH_LISTENER, listen_events, "epoll_ctl(listening socket)");
     /* Worker replies announce themselves on an eventfd: one more fd in the
-     * same epoll set, so the loop sleeps in one place for everything. */
-    static char workers_tag; /* its address marks the eventfd's events */
-    if (s->workers != NULL &&
-        watch(s, EPOLL_CTL_ADD, workers_eventfd(s->workers), EPOLLIN, &workers_tag) == -1)
-        die("epoll_ctl(eventfd)");
-    bool listening = true;
+     * same set, so the loop sleeps in one place for everything. */
+    if (s->workers != NULL)
+        watch_or_die(s, workers_eventfd(s->workers), WATCH_WORKERS, EPOLLIN, "epoll_ctl(eventfd)");
 
     struct epoll_event events[MAX_EVENTS];
     while (!stop_requested) {
-        /* While accept is paused (out of fds), the listener is taken out of
-         * the interest list, or a level-triggered epoll would report it on
+        /* While accept is paused (out of fds), the listener's interest is
+         * emptied (mask 0), or a level-triggered epoll would report it on
          * every turn. */
-        bool want_listen = server_accepting(s);
-        if (want_listen != listening) {
-            watch_listener(s, EPOLL_CTL_MOD, want_listen ? listen_events : 0);
-            listening = want_listen;
-        }
-        /* Connections with work left over (et budgets) mean: do not sleep. */
+        uint32_t want = server_accepting(s) ? listen_events : 0;
+        if (want != s->watches[s->listen_fd].events)
+            watch_or_die(s, s->listen_fd, WATCH_LISTENER, want, "epoll_ctl(listening socket)");
+        /* Connections with work left over (et budgets) mean: do not sleep.
+         * Otherwise sleep until an event or the next stale-output check. */
         int n = epoll_wait(s->epfd, events, MAX_EVENTS, s->more != NULL ? 0 : server_wait_ms(s));
         if (n == -1) {
-            if (errno == EINTR)
+            if (errno == EINTR) /* SIGINT, SIGTERM: the loop's condition sees stop_requested */
                 continue;
             die("epoll_wait");
         }
         trace("epoll_wait -> %d events", n);
         /* Only ready fds come back: no scan over every connection. */
         for (int i = 0; i < n; i++) {
-            struct conn *c = events[i].data.ptr;
-            if (c == NULL) {
-                server_accept(s, on_new, NULL);
-                continue;
+            int fd = events[i].data.fd;
+            switch (s->watches[fd].kind) {
+            case WATCH_LISTENER: server_accept(s); break;
+            case WATCH_WORKERS: service_collect(s); break;
+            case WATCH_CONN:
+                trace_events(fd, events[i].events);
+                dispatch(s, conn_find(s, fd), events[i].events);
+                break;
+            case WATCH_NONE: break; /* not registered: no event names it */
             }
-            if ((void *)c == (void *)&workers_tag) {
-                workers_collect(s->workers);
-                continue;
-            }
-            trace_events(c->fd, events[i].events);
-            dispatch(s, c, events[i].events);
         }
-        server_serve_more(s);
+        serve_more(s);
         server_check_stale(s);
-        /* Only now, with no event of this turn left to name them. */
-        server_close_marked(s);
+        end_turn(s);
     }
 }

@@ -26,17 +26,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-struct job {
-    struct job *next;
-    const char *error; /* no reply: a bad LZ4 body, or ERR_NO_MEMORY */
-    int fd;
-    uint64_t gen;
-    bool compressed;
-    uint32_t origin_size;
-    size_t len;      /* request: body bytes; reply: the whole framed reply */
-    uint8_t bytes[]; /* request body, or the framed reply */
-};
-
 struct job_queue {
     pthread_mutex_t lock;
     pthread_cond_t ready;
@@ -51,7 +40,7 @@ struct worker {
 };
 
 struct workers {
-    struct server *s;
+    struct frame_rules rules;
     int n;
     int efd;
     struct job_queue done;
@@ -106,7 +95,7 @@ static struct job *make_reply(const struct frame_rules *rules, const struct job 
         }
         len = lz4_compress(plain, req->origin_size, packed);
         body = packed;
-        if (len > MAX_BODY_BYTES) { /* see server.c: send the request's own block */
+        if (len > MAX_BODY_BYTES) { /* see service.c: send the request's own block */
             body = req->bytes;
             len = req->len;
         }
@@ -150,8 +139,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&me->jobs.lock);
 
         const char *err;
-        size_t inflight = req->len; /* bytes the loop counts as ours until we answer */
-        struct job *reply = make_reply(&pool->s->cfg.rules, req, &err);
+        size_t request_len = req->len; /* bytes the loop counts as in flight until we answer */
+        struct job *reply = make_reply(&pool->rules, req, &err);
         if (reply == NULL) {
             /* No reply: the request itself goes back with the reason. It
              * needs no new memory, so even out of memory the loop hears of
@@ -161,7 +150,7 @@ static void *worker_main(void *arg)
         } else {
             free(req);
         }
-        reply->origin_size = (uint32_t)inflight;
+        reply->request_len = request_len;
         pthread_mutex_lock(&pool->done.lock);
         queue_push_locked(&pool->done, reply);
         pthread_mutex_unlock(&pool->done.lock);
@@ -172,12 +161,12 @@ static void *worker_main(void *arg)
     }
 }
 
-struct workers *workers_start(struct server *s, int n)
+struct workers *workers_start(const struct frame_rules *rules, int n)
 {
     struct workers *pool = calloc(1, sizeof *pool);
     if (pool == NULL)
         return NULL;
-    pool->s = s;
+    pool->rules = *rules;
     pool->n = n;
     pool->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pool->w = calloc((size_t)n, sizeof *pool->w);
@@ -203,27 +192,26 @@ int workers_eventfd(const struct workers *w)
     return w->efd;
 }
 
-int workers_submit(struct workers *pool, struct conn *c, const struct frame *f)
+int workers_submit(struct workers *pool, int fd, uint64_t gen, const struct frame *f)
 {
     struct job *j = malloc(sizeof *j + f->body_len);
     if (j == NULL)
         return -1;
-    *j = (struct job){.fd = c->fd,
-                      .gen = c->gen,
+    *j = (struct job){.fd = fd,
+                      .gen = gen,
                       .compressed = f->compressed,
                       .origin_size = f->origin_size,
                       .len = f->body_len};
     memcpy(j->bytes, f->body, f->body_len);
-    struct worker *w = &pool->w[c->gen % (uint64_t)pool->n]; /* same worker: replies in order */
+    struct worker *w = &pool->w[gen % (uint64_t)pool->n]; /* same worker: replies in order */
     pthread_mutex_lock(&w->jobs.lock);
     queue_push_locked(&w->jobs, j);
     pthread_cond_signal(&w->jobs.ready);
     pthread_mutex_unlock(&w->jobs.lock);
-    c->inflight_bytes += f->body_len;
     return 0;
 }
 
-void workers_collect(struct workers *pool)
+struct job *workers_take_done(struct workers *pool)
 {
     uint64_t count;
     while (read(pool->efd, &count, sizeof count) == -1 && errno == EINTR)
@@ -233,34 +221,7 @@ void workers_collect(struct workers *pool)
     struct job *list = pool->done.head;
     pool->done.head = pool->done.tail = NULL;
     pthread_mutex_unlock(&pool->done.lock);
-
-    struct server *s = pool->s;
-    while (list != NULL) {
-        struct job *r = list;
-        list = r->next;
-        struct conn *c = r->fd <= s->max_fd ? s->conns[r->fd] : NULL;
-        bool mine = c != NULL && c->gen == r->gen; /* its connection is still there */
-        if (mine)
-            c->inflight_bytes -= r->origin_size;
-        if (!mine || c->closing != NULL) {
-            /* The lesson: the connection this reply was for is gone (maybe
-             * its fd already belongs to someone else): drop it. */
-            trace("reply for fd=%d generation %llu dropped: connection gone", r->fd,
-                  (unsigned long long)r->gen);
-        } else if (r->error == ERR_NO_MEMORY) {
-            /* Our failure, not the peer's: the replies after this one could
-             * only arrive out of order, so the connection ends. */
-            fprintf(stderr, "server: %s: closed: out of memory for a reply\n", c->peer);
-            conn_mark_closing(s, c, ERR_NO_MEMORY);
-        } else if (r->error != NULL) {
-            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, r->error);
-            conn_mark_closing(s, c, "protocol error");
-        } else {
-            conn_send(s, c, r->bytes, r->len, NULL, 0, NULL, 0);
-            conn_update(s, c);
-        }
-        free(r); /* exactly once, sent or dropped */
-    }
+    return list;
 }
 
 void workers_stop(struct workers *pool)

@@ -1,0 +1,169 @@
+/* service.c -- the decoding loop and the messages: echo, broadcast, LZ4, worker replies
+ *
+ * The decoding loop takes whole messages out of a connection's input
+ * buffer (frame.c), whatever the reads cut them into, and hands each one
+ * to the service: echo sends it back as one message (a compressed request
+ * is answered compressed), broadcast sends it to every other client. A
+ * protocol error closes that connection only, with one log line naming
+ * the peer and the reason. With --threads, workers build the replies and
+ * service_collect() delivers them.
+ */
+#include "service.h"
+#include "lz4.h"
+#include "send.h"
+#include "workers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Send one message in the configured framing to `to`. */
+static bool deliver(struct server *s, struct conn *to, const uint8_t *body, size_t len,
+                    uint8_t flags, uint32_t origin_size)
+{
+    uint8_t prefix[FRAME_HEADER_BYTES];
+    size_t prefix_len, suffix_len;
+    const uint8_t *suffix;
+    frame_wrap(&s->cfg.rules, len, flags, origin_size, prefix, &prefix_len, &suffix, &suffix_len);
+    return send_message(s, to, prefix, prefix_len, body, len, suffix, suffix_len);
+}
+
+/* Broadcast: every other member gets the message as it came (it has been
+ * validated). A slow member's queue grows with other people's messages:
+ * this is where the output cap earns its keep. */
+static void broadcast(struct server *s, struct conn *from, const struct frame *f)
+{
+    for (int fd = 0; fd <= s->max_fd; fd++) {
+        struct conn *to = s->conns[fd];
+        if (to == NULL || to == from || to->state != CONN_OPEN)
+            continue;
+        deliver(s, to, f->body, f->body_len, f->compressed ? FLAG_COMPRESSED : 0, f->origin_size);
+        /* Its queue (and so what it wants from epoll) may have changed: the
+         * loop settles it at the end of this turn, not from inside our loop. */
+        conn_changed(s, to);
+    }
+}
+
+/* The echo of a compressed request, answered compressed. */
+static const char *echo_compressed(struct server *s, struct conn *c, const struct frame *f,
+                                   const uint8_t *plain)
+{
+    uint8_t *packed = malloc(lz4_compress_bound(f->origin_size));
+    if (packed == NULL)
+        return ERR_NO_MEMORY;
+    size_t packed_len = lz4_compress(plain, f->origin_size, packed);
+    if (packed_len <= MAX_BODY_BYTES)
+        deliver(s, c, packed, packed_len, FLAG_COMPRESSED, f->origin_size);
+    else /* incompressible near 10 MiB: the client's own block stays within the limit */
+        deliver(s, c, f->body, f->body_len, FLAG_COMPRESSED, f->origin_size);
+    free(packed);
+    return NULL;
+}
+
+/* The service, for one message. Returns NULL (handled), or why not. */
+static const char *handle_message(struct server *s, struct conn *c, const struct frame *f)
+{
+    trace("frame complete fd=%d: %zu bytes%s", c->fd, f->body_len, f->compressed ? " (LZ4)" : "");
+    if (s->workers != NULL) {
+        /* A worker decompresses (which checks the body) and builds the reply. */
+        if (workers_submit(s->workers, c->fd, c->gen, f) == -1)
+            return ERR_NO_MEMORY;
+        c->inflight_bytes += f->body_len; /* queued, as far as the watermarks go */
+        return NULL;
+    }
+    uint8_t *plain = NULL;
+    if (f->compressed) {
+        /* origin_size was validated (<= 10 MiB) before the body was waited for. */
+        plain = alloc_may_fail("decompress") ? NULL : malloc(f->origin_size);
+        if (plain == NULL)
+            return ERR_NO_MEMORY;
+        const char *err = lz4_decompress(f->body, f->body_len, plain, f->origin_size);
+        if (err != NULL) {
+            free(plain);
+            return err;
+        }
+    }
+    const char *err = NULL;
+    if (s->cfg.service == SERVICE_BROADCAST)
+        broadcast(s, c, f);
+    else if (!f->compressed)
+        deliver(s, c, f->body, f->body_len, 0, f->origin_size);
+    else
+        err = echo_compressed(s, c, f, plain);
+    free(plain);
+    return err;
+}
+
+void service_decode(struct server *s, struct conn *c)
+{
+    /* The decoding loop of lesson 5, with one more exit: once this
+     * client's own queue passes the high-water mark, stop taking its
+     * messages (they wait in c->in) until the queue drains. */
+    while (c->state != CONN_CLOSING && !conn_over_high_water(s, c)) {
+        struct frame f;
+        const char *why = NULL;
+        enum frame_status st =
+            frame_decode(&s->cfg.rules, buf_peek(&c->in), buf_readable(&c->in), &f, &why);
+        if (st == FRAME_NEED_MORE)
+            break;
+        if (st == FRAME_OK)
+            why = handle_message(s, c, &f);
+        if (why == ERR_NO_MEMORY) { /* our failure: this message stays unanswered */
+            fprintf(stderr, "server: %s: closed: out of memory for a message\n", c->peer);
+            conn_close(s, c, CLOSE_ERROR);
+            return;
+        }
+        if (why != NULL) {
+            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
+            conn_close(s, c, CLOSE_PROTOCOL);
+            return;
+        }
+        if (c->state != CONN_CLOSING) /* a broadcast to itself never happens; a send may fail */
+            buf_consume(&c->in, f.frame_len);
+    }
+}
+
+/* One answered job, for the connection on its fd. */
+static void deliver_job(struct server *s, struct job *r)
+{
+    struct conn *c = conn_find(s, r->fd);
+    bool mine = c != NULL && c->gen == r->gen; /* its connection is still there */
+    if (mine) {
+        c->inflight_bytes -= r->request_len;
+        conn_changed(s, c); /* less in flight: the loop settles it (watermarks, a close) */
+    }
+    if (r->error == ERR_NO_MEMORY) {
+        /* Our failure, not the peer's: the replies after this one could
+         * only arrive out of order, so the connection ends. */
+        if (mine && c->state != CONN_CLOSING) {
+            fprintf(stderr, "server: %s: closed: out of memory for a reply\n", c->peer);
+            conn_close(s, c, CLOSE_ERROR);
+        }
+        return;
+    }
+    if (r->error != NULL) { /* a bad LZ4 body: no message after all */
+        if (mine && c->state != CONN_CLOSING) {
+            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, r->error);
+            conn_close(s, c, CLOSE_PROTOCOL);
+        }
+        return;
+    }
+    if (!mine) {
+        /* The lesson: the connection this reply was for is gone (maybe its
+         * fd already belongs to someone else): drop it. */
+        trace("reply for fd=%d generation %llu dropped: connection gone", r->fd,
+              (unsigned long long)r->gen);
+        return;
+    }
+    send_message(s, c, r->bytes, r->len, NULL, 0, NULL, 0); /* dropped if c is closing */
+}
+
+void service_collect(struct server *s)
+{
+    struct job *list = workers_take_done(s->workers);
+    while (list != NULL) {
+        struct job *r = list;
+        list = r->next;
+        deliver_job(s, r);
+        free(r); /* exactly once, sent or dropped */
+    }
+}
