@@ -287,6 +287,7 @@ int main(int argc, char **argv)
 
     server_print_counters(&s, "at exit");
     free(s.conns);
+    free(s.watches);
     close(s.spare_fd);
     close(s.signal_fd);
     close(s.epfd);

@@ -6,12 +6,13 @@
  *   server.c     options, signals, main
  *   loop_epoll.c the loop: owns epoll, applies what each connection wants
  *   accept.c     new connections (and the EMFILE trap)
- *   shutdown.c   timers, the graceful stop, signals, counters
  *   handlers.c   what an event does to a connection; graceful close, linger
+ *   shutdown.c   timers, the graceful stop, signals, counters
  *   service.c    the decoding loop, the messages, worker replies
  *   workers.c    worker threads
  *   send.c       the send path: direct write, queue, flush
  *   conn.c       a connection's record: create, close (with a reason), free
+ *   timer.c      timer lists, each kept in deadline order
  */
 #ifndef SERVER_H
 #define SERVER_H

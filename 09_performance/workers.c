@@ -96,7 +96,7 @@ static struct job *make_reply(const struct frame_rules *rules, const struct job 
         }
         len = lz4_compress(plain, req->origin_size, packed);
         body = packed;
-        if (len > MAX_BODY_BYTES) { /* see server.c: send the request's own block */
+        if (len > MAX_BODY_BYTES) { /* see service.c: send the request's own block */
             body = req->bytes;
             len = req->len;
         }
