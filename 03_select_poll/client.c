@@ -1,9 +1,12 @@
 /* client.c -- a tiny netcat: stdin to the socket, the socket to stdout, in one thread
  *
  * Lessons 1 and 2 needed two threads, one per direction, because a blocking
- * call waits for one thing at a time. Lesson 3: poll() waits for stdin and
- * the socket together, and the socket is non-blocking, so one thread does
- * both directions and never gets stuck in either.
+ * call waits for one thing at a time. Lesson 3: poll() waits for stdin, the
+ * socket and stdout together, so one thread does both directions and never
+ * gets stuck in either. The socket is non-blocking. stdout is not (O_NONBLOCK
+ * belongs to the open file, which the shell that started us shares), so it
+ * is written only when poll() says it has room, at most PIPE_BUF bytes at a
+ * time: that much a pipe with room takes without blocking.
  *
  * Lesson 2: the connection is made with a non-blocking connect and a
  * timeout (connect.c); the result is reported in one line, and failed
@@ -17,6 +20,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netdb.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -130,34 +134,47 @@ static int netcat(int fd)
     if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
         die("fcntl(O_NONBLOCK)");
     char in[IO_CHUNK_BYTES], out[IO_CHUNK_BYTES];
-    size_t in_off = 0, in_len = 0; /* read from stdin, not yet sent */
+    size_t in_off = 0, in_len = 0;   /* read from stdin, not yet sent */
+    size_t out_off = 0, out_len = 0; /* received, not yet written to stdout */
     bool stdin_open = true, half_closed = false;
     for (;;) {
-        /* Read more input only when the last piece is sent: the server's
-         * pace limits how much we hold. */
-        struct pollfd p[2] = {
+        /* Read more input only when the last piece is sent, and more from
+         * the socket only when the last piece is written: the server's pace
+         * and our reader's pace limit how much we hold. */
+        short sock_events = (out_len == 0 ? POLLIN : 0) | (in_len > 0 ? POLLOUT : 0);
+        struct pollfd p[3] = {
             {.fd = stdin_open && in_len == 0 ? STDIN_FILENO : -1, .events = POLLIN},
-            {.fd = fd, .events = POLLIN | (in_len > 0 ? POLLOUT : 0)},
+            {.fd = sock_events != 0 ? fd : -1, .events = sock_events},
+            {.fd = out_len > 0 ? STDOUT_FILENO : -1, .events = POLLOUT},
         };
-        if (poll(p, 2, -1) == -1) {
+        if (poll(p, 3, -1) == -1) {
             if (errno == EINTR)
                 continue;
             die("poll");
         }
-        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (out_len == 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t n = recv(fd, out, sizeof out, 0);
             if (n == 0) {
                 trace("recv fd=%d -> 0 bytes: server closed", fd);
-                return 0; /* no thread to wait for: we are done */
+                return 0; /* no thread to wait for, nothing held: we are done */
             }
             if (n > 0) {
                 trace("recv fd=%d -> %zd bytes", fd, n);
-                if (writen(STDOUT_FILENO, out, (size_t)n) == -1)
-                    die("write(stdout)");
+                out_len = (size_t)n;
             } else if (errno != EAGAIN && errno != EINTR) {
                 fprintf(stderr, "client: recv: %s\n", strerror(errno));
                 return 1;
             }
+        }
+        if (p[2].revents != 0) { /* POLLOUT, or POLLERR: write() says which error */
+            size_t step = out_len - out_off < PIPE_BUF ? out_len - out_off : PIPE_BUF;
+            ssize_t n = write(STDOUT_FILENO, out + out_off, step);
+            if (n == -1 && errno != EINTR && errno != EAGAIN)
+                die("write(stdout)");
+            if (n > 0)
+                out_off += (size_t)n;
+            if (out_off == out_len)
+                out_off = out_len = 0;
         }
         if (p[0].revents & POLLNVAL) {
             stdin_open = false; /* stdin was not even open: treat it as empty */

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct poll_set {
     struct pollfd *fds; /* fds[0] is the listening socket */
@@ -68,11 +69,15 @@ void loop_poll(struct server *s)
         /* A negative fd is skipped by poll(): how we stop watching the
          * listener while accept is paused. */
         set.fds[0].fd = server_accepting(s) ? s->listen_fd : -1;
-        int n = poll(set.fds, set.len, server_wait_ms(s));
+        int wait_ms = server_wait_ms(s);
+        struct timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000L};
+        /* ppoll: poll that unblocks the stop signals while it waits, and
+         * only then (server.c, block_stop_signals). */
+        int n = ppoll(set.fds, set.len, wait_ms < 0 ? NULL : &ts, &s->wait_mask);
         if (n == -1) {
             if (errno == EINTR)
-                continue;
-            die("poll");
+                continue; /* the loop condition looks at stop_requested */
+            die("ppoll");
         }
         trace("poll -> %d ready of %zu", n, set.len);
 

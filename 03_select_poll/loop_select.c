@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/select.h>
+#include <time.h>
 
 static void on_new(struct server *s, struct conn *c, void *arg)
 {
@@ -13,8 +14,8 @@ static void on_new(struct server *s, struct conn *c, void *arg)
 void loop_select(struct server *s)
 {
     while (!stop_requested) {
-        /* select() overwrites the sets (and on Linux the timeout) with its
-         * answer, so both are built from scratch on every turn. */
+        /* select() overwrites the sets (and on Linux its timeout) with its
+         * answer, so the sets are built from scratch on every turn. */
         fd_set rset, wset;
         FD_ZERO(&rset);
         FD_ZERO(&wset);
@@ -34,12 +35,15 @@ void loop_select(struct server *s)
                 nfds = fd + 1;
         }
         int wait_ms = server_wait_ms(s);
-        struct timeval tv = {.tv_sec = wait_ms / 1000, .tv_usec = (wait_ms % 1000) * 1000};
-        int n = select(nfds, &rset, &wset, NULL, wait_ms < 0 ? NULL : &tv);
+        struct timespec ts = {.tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000L};
+        /* pselect: select with a timespec it leaves alone, and a signal mask
+         * it installs while it waits: the stop signals are unblocked there
+         * and only there (server.c, block_stop_signals). */
+        int n = pselect(nfds, &rset, &wset, NULL, wait_ms < 0 ? NULL : &ts, &s->wait_mask);
         if (n == -1) {
             if (errno == EINTR)
                 continue; /* the loop condition looks at stop_requested */
-            die("select");
+            die("pselect");
         }
         trace("select -> %d ready", n);
         bool listener_ready = FD_ISSET(s->listen_fd, &rset);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,27 +124,32 @@ void conn_close(struct server *s, struct conn *c, const char *why)
 
 /* ---- accept ---- */
 
+/* Stop watching the listener for ACCEPT_PAUSE_MS instead of spinning on an
+ * accept() that keeps failing; server_accepting() resumes. */
+static void pause_accept(struct server *s, const char *why)
+{
+    fprintf(stderr, "server: accept: %s, pausing accept for %d ms\n", why, ACCEPT_PAUSE_MS);
+    s->accept_paused_until_ms = now_ms() + ACCEPT_PAUSE_MS;
+}
+
 /* Running out of file descriptors (EMFILE: this process, ENFILE: the whole
  * system) is the classic accept trap: the connection stays in the queue,
  * the listening socket stays readable, and a naive loop spins at 100% CPU.
  * The remedy: keep one fd in reserve. When accept() says EMFILE, give the
- * reserve back, accept the connection with it, close it at once (the
- * client sees a clean end of stream instead of waiting forever), and take
- * the reserve again. */
+ * reserve back, accept the connection with it, close it at once, and take
+ * the reserve again. The client learns it was refused: the end of the
+ * stream if it has sent nothing yet, a reset if it has (see refuse()). */
 static bool accept_with_spare(struct server *s)
 {
     if (s->spare_fd == -1) {
-        /* No reserve left (we could not reopen it): stop watching the
-         * listener for a moment instead of spinning. */
-        fprintf(stderr, "server: accept: out of file descriptors, pausing accept for %d ms\n",
-                ACCEPT_PAUSE_MS);
-        s->accept_paused_until_ms = now_ms() + ACCEPT_PAUSE_MS;
+        /* No reserve left (we could not reopen it). */
+        pause_accept(s, "out of file descriptors");
         return false;
     }
     close(s->spare_fd);
     struct sockaddr_storage addr;
     socklen_t len = sizeof addr;
-    int fd = accept(s->listen_fd, (struct sockaddr *)&addr, &len);
+    int fd = accept4(s->listen_fd, (struct sockaddr *)&addr, &len, SOCK_CLOEXEC);
     if (fd != -1) {
         char peer[ADDR_STR_LEN];
         fprintf(stderr, "server: %s: refused: out of file descriptors\n",
@@ -167,12 +173,38 @@ static struct conn *conn_new(int fd, const struct sockaddr *peer)
     return c;
 }
 
-/* Refuse a connection we cannot or will not serve: close it at once, so the
- * client sees the end of the stream, and say why in one line. */
+/* Refuse a connection we cannot or will not serve: close it at once and say
+ * why in one line. Accepting it first is the only way to tell the client:
+ * left in the queue, it would wait for an answer that never comes. What the
+ * client sees depends on what it did: if it has sent nothing, close() sends
+ * a FIN and it reads the end of the stream; if its bytes already sit unread
+ * in our receive buffer, close() sends a reset instead, and its next recv()
+ * fails with ECONNRESET ("Connection reset by peer"). */
 static void refuse(int fd, const char *peer, const char *why)
 {
     fprintf(stderr, "server: %s: refused: %s\n", peer, why);
     close(fd);
+}
+
+/* Errors accept() reports for one connection only: the client gave up while
+ * queued (ECONNABORTED), a firewall rule refused it (EPERM), or, on Linux, a
+ * network error already pending on the new socket (accept(2), "Error
+ * handling"). The connection is gone; the ones behind it are not. */
+static bool accept_error_is_one_connection(int err)
+{
+    switch (err) {
+    case ECONNABORTED:
+    case EPERM:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH: return true;
+    default: return false;
+    }
 }
 
 void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn *, void *),
@@ -188,14 +220,16 @@ void server_accept(struct server *s, void (*new_cb)(struct server *, struct conn
         if (fd == -1) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return; /* the queue is empty */
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue; /* a signal; a client that gave up while queued */
+            if (errno == EINTR || accept_error_is_one_connection(errno))
+                continue; /* a signal; one connection failed: the next may be fine */
             if (errno == EMFILE || errno == ENFILE) {
                 if (!accept_with_spare(s))
                     return;
                 continue;
             }
-            fprintf(stderr, "server: accept: %s\n", strerror(errno));
+            /* Not about one connection (ENOBUFS, ENOMEM...): it would fail
+             * again at once. */
+            pause_accept(s, strerror(errno));
             return;
         }
         char peer[ADDR_STR_LEN];
@@ -320,6 +354,25 @@ enum want conn_on_writable(struct conn *c)
 
 /* ---- setup ---- */
 
+/* Lesson 1's loop checks stop_requested, then blocks: a signal that lands
+ * between the two is noticed only at the next event, maybe never. The fix:
+ * keep SIGINT and SIGTERM blocked (pending, not lost) everywhere but inside
+ * the wait, and let the wait call unblock them for its duration only:
+ * pselect() and ppoll() swap in *wait_mask atomically, so a pending signal
+ * interrupts the wait at once (EINTR) and the loop sees the flag. */
+static void block_stop_signals(sigset_t *wait_mask)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &stop, wait_mask) == -1)
+        die("sigprocmask");
+    /* wait_mask: the mask we had, with the stop signals surely unblocked */
+    sigdelset(wait_mask, SIGINT);
+    sigdelset(wait_mask, SIGTERM);
+}
+
 int main(int argc, char **argv)
 {
     static struct server s; /* static: the 64 KiB buffer does not belong on the stack */
@@ -328,6 +381,7 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &s.cfg);
     ignore_sigpipe();
     on_stop_signals();
+    block_stop_signals(&s.wait_mask);
 
     s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
     /* A non-blocking listener: accept() in server_accept() stops at EAGAIN

@@ -4,6 +4,7 @@
 
 #include "net.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -42,11 +43,13 @@ struct server {
     int max_fd;          /* highest fd in conns[], or -1 */
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
+    sigset_t wait_mask; /* the signal mask inside the wait: SIGINT, SIGTERM unblocked */
     char io_buf[IO_BUF_BYTES];
 };
 
 /* The two event loops (loop_select.c, loop_poll.c). They return when a stop
- * signal arrived. */
+ * signal arrived. The stop signals are blocked everywhere but inside the
+ * wait (pselect, ppoll with s->wait_mask): see block_stop_signals(). */
 void loop_select(struct server *s);
 void loop_poll(struct server *s);
 

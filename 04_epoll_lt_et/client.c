@@ -1,17 +1,21 @@
 /* client.c -- a tiny netcat: stdin to the socket, the socket to stdout, in one thread
  *
  * Lessons 1 and 2 needed two threads, one per direction, because a blocking
- * call waits for one thing at a time. Lesson 3: poll() waits for stdin and
- * the socket together, and the socket is non-blocking, so one thread does
- * both directions and never gets stuck in either.
+ * call waits for one thing at a time. Lesson 3: poll() waits for stdin, the
+ * socket and stdout together, so one thread does both directions and never
+ * gets stuck in either. The socket is non-blocking. stdout is not (O_NONBLOCK
+ * belongs to the open file, which the shell that started us shares), so it
+ * is written only when poll() says it has room, at most PIPE_BUF bytes at a
+ * time: that much a pipe with room takes without blocking.
  *
  * Lesson 2: the connection is made with a non-blocking connect and a
  * timeout (connect.c); the result is reported in one line, and failed
  * attempts can be retried with a growing delay (--retry).
  *
- * Lesson 4: --burst BYTES [--nudge] sends BYTES in ONE write and counts
- * what comes back; --nudge then sends one more byte: the experiment that
- * shows what an edge-triggered server that does not drain leaves behind.
+ * Lesson 4: --burst BYTES [--nudge] offers BYTES to one send() and counts
+ * what comes back, sending the rest (if the kernel took only part) while it
+ * reads; --nudge then sends one more byte: the experiment that shows what an
+ * edge-triggered server that does not drain leaves behind.
  *
  * --send-first BYTES turns it into the single-threaded client of the
  * deadlock experiment: send everything, only then read the echo.
@@ -21,6 +25,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netdb.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -73,8 +78,9 @@ static void usage(FILE *out)
             "  --wait poll|select   how to wait for the connect to finish (default poll)\n"
             "  --self-connect       bind to the destination address first: the socket\n"
             "                       connects to itself (with --port 0, to a free port)\n"
-            "  --burst BYTES        send BYTES in one write(), then count the echo until it\n"
-            "                       stays quiet for 500 ms (prints one line on stdout)\n"
+            "  --burst BYTES        offer BYTES to one send() (the rest, if any, as room\n"
+            "                       appears) and count the echo until nothing moves for\n"
+            "                       500 ms (prints one line on stdout)\n"
             "  --nudge              after the burst, send 1 more byte and count again\n"
             "  --send-first BYTES   single-threaded: send BYTES bytes, only then read the echo\n"
             "                       (the deadlock experiment; prints progress on stderr)\n"
@@ -146,34 +152,47 @@ static int netcat(int fd)
     if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
         die("fcntl(O_NONBLOCK)");
     char in[IO_CHUNK_BYTES], out[IO_CHUNK_BYTES];
-    size_t in_off = 0, in_len = 0; /* read from stdin, not yet sent */
+    size_t in_off = 0, in_len = 0;   /* read from stdin, not yet sent */
+    size_t out_off = 0, out_len = 0; /* received, not yet written to stdout */
     bool stdin_open = true, half_closed = false;
     for (;;) {
-        /* Read more input only when the last piece is sent: the server's
-         * pace limits how much we hold. */
-        struct pollfd p[2] = {
+        /* Read more input only when the last piece is sent, and more from
+         * the socket only when the last piece is written: the server's pace
+         * and our reader's pace limit how much we hold. */
+        short sock_events = (out_len == 0 ? POLLIN : 0) | (in_len > 0 ? POLLOUT : 0);
+        struct pollfd p[3] = {
             {.fd = stdin_open && in_len == 0 ? STDIN_FILENO : -1, .events = POLLIN},
-            {.fd = fd, .events = POLLIN | (in_len > 0 ? POLLOUT : 0)},
+            {.fd = sock_events != 0 ? fd : -1, .events = sock_events},
+            {.fd = out_len > 0 ? STDOUT_FILENO : -1, .events = POLLOUT},
         };
-        if (poll(p, 2, -1) == -1) {
+        if (poll(p, 3, -1) == -1) {
             if (errno == EINTR)
                 continue;
             die("poll");
         }
-        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (out_len == 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t n = recv(fd, out, sizeof out, 0);
             if (n == 0) {
                 trace("recv fd=%d -> 0 bytes: server closed", fd);
-                return 0; /* no thread to wait for: we are done */
+                return 0; /* no thread to wait for, nothing held: we are done */
             }
             if (n > 0) {
                 trace("recv fd=%d -> %zd bytes", fd, n);
-                if (writen(STDOUT_FILENO, out, (size_t)n) == -1)
-                    die("write(stdout)");
+                out_len = (size_t)n;
             } else if (errno != EAGAIN && errno != EINTR) {
                 fprintf(stderr, "client: recv: %s\n", strerror(errno));
                 return 1;
             }
+        }
+        if (p[2].revents != 0) { /* POLLOUT, or POLLERR: write() says which error */
+            size_t step = out_len - out_off < PIPE_BUF ? out_len - out_off : PIPE_BUF;
+            ssize_t n = write(STDOUT_FILENO, out + out_off, step);
+            if (n == -1 && errno != EINTR && errno != EAGAIN)
+                die("write(stdout)");
+            if (n > 0)
+                out_off += (size_t)n;
+            if (out_off == out_len)
+                out_off = out_len = 0;
         }
         if (p[0].revents & POLLNVAL) {
             stdin_open = false; /* stdin was not even open: treat it as empty */
@@ -316,54 +335,83 @@ static int connect_client(const struct config *cfg)
     return fd;
 }
 
-/* Count the bytes that arrive until the socket stays quiet for QUIET_MS. */
-static long long count_until_quiet(int fd, char *buf, size_t cap)
+/* Send len bytes while counting the bytes that come back, until nothing has
+ * moved either way for QUIET_MS. Both at once, or lesson 1's deadlock is
+ * back: a burst bigger than the socket buffers, sent before reading, stops
+ * a correct echo server as soon as our receive buffer is full. The first
+ * send() is offered all len bytes: when they fit, that is the one write
+ * the experiment is about. Counts the send() calls in *writes. */
+static long long exchange(int fd, const char *data, size_t len, size_t *sent, int *writes)
 {
-    long long total = 0;
+    char buf[IO_CHUNK_BYTES];
+    long long back = 0;
     for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
+        struct pollfd p = {.fd = fd, .events = POLLIN | (*sent < len ? POLLOUT : 0)};
         int n = poll(&p, 1, QUIET_MS);
         if (n == -1 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return total; /* quiet (or poll failed): stop counting */
-        ssize_t got = recv(fd, buf, cap, 0);
-        if (got == -1 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return total;
-        total += got;
+        if (n == -1)
+            die("poll");
+        if (n == 0)
+            return back; /* quiet */
+        if ((p.revents & (POLLOUT | POLLERR)) && *sent < len) {
+            ssize_t k = send(fd, data + *sent, len - *sent, MSG_NOSIGNAL);
+            if (k == -1 && errno != EAGAIN && errno != EINTR) {
+                fprintf(stderr, "client: send: %s\n", strerror(errno));
+                return back;
+            }
+            if (k > 0) {
+                trace("send fd=%d <- %zd bytes", fd, k);
+                *sent += (size_t)k;
+                (*writes)++;
+            }
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t got = recv(fd, buf, sizeof buf, 0);
+            if (got == 0 || (got == -1 && errno != EAGAIN && errno != EINTR)) {
+                fprintf(stderr, "client: recv: %s\n", got == 0 ? "server closed" : strerror(errno));
+                return back;
+            }
+            if (got > 0)
+                back += got;
+        }
     }
 }
 
-/* The edge-triggered experiment: one write of `bytes`, count the echo;
- * with nudge, one more byte, count again. */
+/* The edge-triggered experiment: a burst of `bytes`, count the echo; with
+ * nudge, one more byte, count again. */
 static int burst(int fd, long long bytes, bool nudge)
 {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+        die("fcntl(O_NONBLOCK)");
     char *data = malloc((size_t)bytes);
     if (data == NULL)
         die("malloc");
     memset(data, 'b', (size_t)bytes);
-    /* One send() call: on a blocking socket the kernel queues it all before
-     * returning (the echo is small enough to fit in the buffers meanwhile). */
-    ssize_t sent = send(fd, data, (size_t)bytes, MSG_NOSIGNAL);
-    if (sent != bytes) {
-        free(data);
-        die("send");
-    }
-    long long back = count_until_quiet(fd, data, (size_t)bytes);
-    printf("burst: sent %lld bytes in one write, %lld came back\n", bytes, back);
-    if (nudge) {
-        if (send(fd, "!", 1, MSG_NOSIGNAL) != 1) {
-            free(data);
-            die("send");
-        }
-        long long more = count_until_quiet(fd, data, (size_t)bytes);
-        printf("nudge: sent 1 more byte, %lld more came back (%lld of %lld in all)\n", more,
-               back + more, bytes + 1);
-    }
-    fflush(stdout);
+    size_t sent = 0;
+    int writes = 0;
+    long long back = exchange(fd, data, (size_t)bytes, &sent, &writes);
     free(data);
+    char how[32];
+    if (writes == 1)
+        snprintf(how, sizeof how, "one write");
+    else
+        snprintf(how, sizeof how, "%d writes", writes);
+    if ((long long)sent == bytes)
+        printf("burst: sent %lld bytes in %s, %lld came back\n", bytes, how, back);
+    else
+        printf("burst: sent %zu of %lld bytes in %s (no room for the rest), %lld came back\n", sent,
+               bytes, how, back);
+    fflush(stdout); /* the burst's result first, whatever the nudge does */
+    if (nudge) {
+        size_t one = 0;
+        long long more = exchange(fd, "!", 1, &one, &writes);
+        printf("nudge: %s, %lld more came back (%lld of %lld in all)\n",
+               one == 1 ? "sent 1 more byte" : "no room for 1 more byte", more, back + more,
+               bytes + 1);
+        fflush(stdout);
+    }
     return 0;
 }
 

@@ -76,7 +76,8 @@ static enum want dispatch(struct server *s, struct conn *c, uint32_t e)
         /* A pending error (a reset, say): SO_ERROR tells which, and clears it. */
         int err = 0;
         socklen_t len = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno; /* could not even ask: report why */
         fprintf(stderr, "server: %s: %s\n", c->peer, err ? strerror(err) : "socket error");
         return WANT_CLOSE;
     }
@@ -101,19 +102,24 @@ void loop_epoll(struct server *s)
 
     struct epoll_event events[MAX_EVENTS];
     while (!stop_requested) {
-        /* While accept is paused (out of fds), the listener is taken out of
-         * the interest list, or a level-triggered epoll would report it on
-         * every turn. */
+        /* While accept is paused, the listener is taken off the interest
+         * list (DEL), or a level-triggered epoll would report it on every
+         * turn. Why not MOD with an empty mask: epoll_ctl adds EPOLLERR and
+         * EPOLLHUP to every mask, so those would still be reported. When the
+         * pause ends, ADD checks the socket's state at once: connections
+         * that queued up meanwhile are reported, even edge-triggered. */
         bool want_listen = server_accepting(s);
         if (want_listen != listening) {
-            watch_listener(s, EPOLL_CTL_MOD, want_listen ? listen_events : 0);
+            watch_listener(s, want_listen ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_events);
             listening = want_listen;
         }
-        int n = epoll_wait(s->epfd, events, MAX_EVENTS, server_wait_ms(s));
+        /* epoll_pwait: epoll_wait that unblocks the stop signals while it
+         * waits, and only then (server.c, block_stop_signals). */
+        int n = epoll_pwait(s->epfd, events, MAX_EVENTS, server_wait_ms(s), &s->wait_mask);
         if (n == -1) {
             if (errno == EINTR)
-                continue;
-            die("epoll_wait");
+                continue; /* the loop condition looks at stop_requested */
+            die("epoll_pwait");
         }
         trace("epoll_wait -> %d events", n);
         /* Only ready fds come back: no scan over every connection. */

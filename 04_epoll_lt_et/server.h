@@ -4,6 +4,7 @@
 
 #include "net.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -47,10 +48,13 @@ struct server {
     int max_fd;          /* highest fd in conns[], or -1 */
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
+    sigset_t wait_mask; /* the signal mask inside the wait: SIGINT, SIGTERM unblocked */
     char io_buf[IO_BUF_BYTES];
 };
 
-/* The event loop (loop_epoll.c). Returns when a stop signal arrived. */
+/* The event loop (loop_epoll.c). Returns when a stop signal arrived. The
+ * stop signals are blocked everywhere but inside the wait (epoll_pwait with
+ * s->wait_mask): see block_stop_signals(). */
 void loop_epoll(struct server *s);
 
 /* Accept the connections waiting on the listening socket: in lt mode up to

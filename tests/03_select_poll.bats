@@ -173,3 +173,65 @@ fd_limit() {
     [ "$status" -eq 2 ]
     [ "$output" = "server: --api wants select or poll, not 'epoll'" ]
 }
+
+@test "a refused client that has sent nothing reads the end of the stream" {
+    start_server server "$(bin $L server)" --api poll --port 0 --max-conns 1
+    exec {first}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$first" "the one kept"
+    run timeout 10 "$(bin $L client)" --port "$PORT" </dev/null
+    [ "$status" -eq 0 ] # recv returned 0: the end of the stream
+    [[ ${lines[0]} == "client: connected to "* ]]
+    [ "${#lines[@]}" -eq 1 ]
+}
+
+@test "a refused client whose bytes were already queued gets a reset: Connection reset by peer" {
+    refused_after_sending $L --api=poll
+}
+
+# After a reset the pending error is reported once: the first send fails
+# with ECONNRESET (later ones with EPIPE).
+@test "the server's first send after the client's reset fails with ECONNRESET" {
+    start_server server "$(bin $L server)" --api poll --port 0 -v
+    # a client that sends 20 MB without reading: the server's echo stalls
+    # (waiting for writable), then the client is killed with unread data
+    start_bg hog "$ROOT/$L/client" --port "$PORT" --send-first 20000000
+    local hog=$PID
+    wait_until 10 grep -q 'wait for writable' "$T/server.err"
+    kill -KILL "$hog"
+    wait_exit "$hog" 5 || true
+    wait_until 10 grep -q 'close fd=' "$T/server.err"
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: send: Connection reset by peer$' "$T/server.err"
+    refute grep -q 'Broken pipe' "$T/server.err"
+}
+
+@test "poll: SIGTERM is blocked except inside ppoll, which unblocks it while it waits" {
+    stop_race_closed $L --api poll
+}
+
+@test "select: SIGTERM is blocked except inside pselect, which unblocks it while it waits" {
+    stop_race_closed $L --api select
+}
+
+# The client never blocks in a write to stdout: with a reader that stops
+# reading, it waits in poll(), and finishes once the reader comes back.
+@test "the client waits in poll(), not in write(), while its stdout is not read" {
+    start_server server "$(bin $L server)" --api poll --port 0
+    head -c 20000000 /dev/urandom >"$T/in.data"
+    mkfifo "$T/out.fifo"
+    exec 6<>"$T/out.fifo" # held open, not read: the pipe fills up
+    "$(bin $L client)" --port "$PORT" <"$T/in.data" >"$T/out.fifo" 2>"$T/client.err" 6>&- &
+    local client=$!
+    STARTED+=("$client")
+    # everything stalls: the client stops reading the socket, the server
+    # stops reading the client (its echo cannot go out), and what the
+    # client still sends waits unread in the server's socket (Recv-Q)
+    wait_until 20 bash -c "ss -tnH state established '( sport = :$PORT )' | awk '\$1 > 0 { f = 1 } END { exit !f }'"
+    wait_until 5 grep -q poll "/proc/$client/wchan"
+    echo "client waits in: $(cat "/proc/$client/wchan")"
+    head -c 20000000 <&6 >"$T/out.data" &
+    local reader=$!
+    wait_exit "$client" 30
+    wait_exit "$reader" 10
+    exec 6>&-
+    cmp "$T/in.data" "$T/out.data"
+}

@@ -67,6 +67,33 @@ fin_and_line_waiting() {
     refute grep -q 'refused' <<<"$output"
 }
 
+@test "./run clients: each client's connected line names a port the server's accept line names: fd to name" {
+    doc_cmd 03_select_poll.md './run clients'
+    [ "$status" -eq 0 ]
+    local who port
+    for who in alice bob carol; do
+        # one port per half (poll, then select)
+        [ "$(grep -cE "^  \[$who\] client: connected fd=[0-9]+ 127\.0\.0\.1:[0-9]+ -> 127\.0\.0\.1:[0-9]+\$" <<<"$output")" -eq 2 ]
+        for port in $(sed -nE "s/^  \[$who\] client: connected fd=[0-9]+ 127\.0\.0\.1:([0-9]+) -> .*/\1/p" <<<"$output"); do
+            [ "$(grep -cE "^  \[server\] server: accept fd=[0-9]+ from 127\.0\.0\.1:$port \(" <<<"$output")" -eq 1 ]
+        done
+    done
+    # the clients' other traces are left out
+    refute grep -qE '^  \[(alice|bob|carol)\] client: (send|recv) ' <<<"$output"
+    grep -qF '`accept fd=5 from 127.0.0.1:46620` names the same port' "$ROOT/lessons/03_select_poll.md"
+}
+
+@test "the select/poll table lesson 3 quotes is make bench's table without the epoll column" {
+    # The block after the line "```text" in "What one call costs", up to its "```".
+    quoted=$(awk '/^## What one call costs/ { s = 1 } s && /^```text$/ { on = 1; next }
+                  on && /^```$/ { exit } on' "$ROOT/lessons/03_select_poll.md")
+    [ -n "$quoted" ]
+    expected=$(awk 'NR <= 5 { print substr($0, 1, length($0) - 11); next } !/^epoll:/' "$ROOT/lessons/images/scaling.txt")
+    [ "$quoted" = "$expected" ]
+    refute grep -q 'epoll' <<<"$quoted"
+    refute grep -qF 'images/scaling.svg' "$ROOT/lessons/03_select_poll.md"
+}
+
 @test "./run fdsetsize: the select server refuses the connection that got fd 1024" {
     doc_cmd 03_select_poll.md './run fdsetsize'
     [ "$status" -eq 0 ]

@@ -185,3 +185,67 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     [ "$status" -eq 2 ]
     [ "$output" = "server: --read-bytes wants a number in 1..65536, not '0'" ]
 }
+
+@test "a refused client that has sent nothing reads the end of the stream (--max-conns 1)" {
+    start_server server "$(bin $L server)" --mode et --port 0 --max-conns 1
+    exec {first}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$first" "the one kept"
+    exec {second}<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof "$second"
+}
+
+@test "a refused client whose bytes were already queued gets a reset (--max-conns 1)" {
+    refused_after_sending $L --mode=et
+}
+
+@test "lt: SIGTERM is blocked except inside epoll_pwait, which unblocks it while it waits" {
+    stop_race_closed $L --mode lt
+}
+
+# accept_error_injected MODE ERRNO: strace makes the server's first accept4
+# fail with ERRNO while a client waits in the queue (no connection is
+# consumed: the injected call does not run). The client must be served.
+accept_error_injected() {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+    start_traced server -qq -o "$T/strace.log" -e trace=accept4,epoll_ctl -e "inject=accept4:error=$2:when=1" \
+        -- "$(bin $L server)" --mode "$1" --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    # the only client: with et, nothing else would ever make another edge
+    echo_on "$a" "served anyway"
+    exec {a}>&-
+    cat "$T/strace.log"
+}
+
+@test "et: accept failing for one connection (EPROTO) does not end the accept loop" {
+    accept_error_injected et EPROTO
+    grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
+    refute grep -q pausing "$T/server.err"
+}
+
+@test "et: an accept error not about one connection (ENOBUFS) pauses accepting; the queued client is served after it" {
+    accept_error_injected et ENOBUFS
+    grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
+    # the listener left the interest list and came back (DEL, then ADD)
+    grep -qE '^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, ' "$T/strace.log"
+    [ "$(grep -cE '^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, [0-9]+, \{events=EPOLLIN\|EPOLLET, data=\{u32=0, u64=0\}\}' "$T/strace.log")" -eq 2 ]
+}
+
+@test "a 64 MiB burst, more than the socket buffers hold, comes back whole (the client reads while it sends)" {
+    for mode in lt et; do
+        start_server "server-$mode" "$(bin $L server)" --mode "$mode" --port 0
+        run timeout 60 "$(bin $L client)" --port "$PORT" --burst 67108864
+        [ "$status" -eq 0 ]
+        [[ ${lines[1]} =~ ^burst:\ sent\ 67108864\ bytes\ in\ [0-9a-z]+\ writes?,\ 67108864\ came\ back$ ]]
+    done
+}
+
+@test "-v: a 4000-byte burst goes out in one send() call" {
+    start_server server "$(bin $L server)" --mode lt --port 0
+    run timeout 20 "$(bin $L client)" --port "$PORT" --burst 4000 -v
+    [ "$status" -eq 0 ]
+    [ "$(grep -cE '^client: send fd=[0-9]+ <- ' <<<"$output")" -eq 1 ]
+    grep -qE '^client: send fd=[0-9]+ <- 4000 bytes$' <<<"$output"
+    grep -qx 'burst: sent 4000 bytes in one write, 4000 came back' <<<"$output"
+}

@@ -379,3 +379,60 @@ loadgen_ok() {
     [ "$(field errors "$output")" -eq 0 ]
     [ "$(field mismatches "$output")" -eq 0 ]
 }
+
+# refused_after_sending LESSON OPTION: (lessons 3 and 4; OPTION picks the
+# loop) a client whose bytes are already in the server's receive buffer
+# when the server refuses it (accepts and closes) gets a reset, not the end
+# of the stream. The server is stopped while the
+# client connects and sends, so its bytes are surely there before accept.
+refused_after_sending() {
+    start_server server "$(bin "$1" server)" "$2" --port 0 --max-conns 1
+    local server=$PID
+    exec {first}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$first" "the one kept"
+    kill -STOP "$server"
+    wait_until 5 grep -qE '^State:[[:space:]]+T' "/proc/$server/status"
+    start_bg late timeout 20 "$(bin "$1" client)" --port "$PORT" <<<"hello"
+    local late=$PID
+    # the client's 6 bytes wait, unread, in the queued connection (its FIN
+    # too, once its input ended: Recv-Q 6 or 7)
+    wait_until 10 bash -c "ss -tnH '( sport = :$PORT )' | awk '\$2 >= 6 { f = 1 } END { exit !f }'"
+    kill -CONT "$server"
+    local rc=0
+    wait_exit "$late" 10 || rc=$?
+    [ "$rc" -eq 1 ]
+    grep -qx 'client: recv: Connection reset by peer' "$T/late.err"
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: refused: --max-conns reached$' "$T/server.err"
+    echo_on "$first" "still served"
+}
+
+# stop_race_closed LESSON SERVER_ARGS...: (lessons 3 and 4) the stop signals are blocked outside the
+# wait, and every wait call unblocks them (the mask it carries is empty):
+# a signal that lands between the loop's check and the wait is delivered
+# when the wait starts, which returns EINTR at once.
+stop_race_closed() {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+    local l=$1
+    shift
+    start_traced server -qq -o "$T/strace.log" -e trace=rt_sigprocmask,poll,ppoll,select,pselect6,epoll_wait,epoll_pwait \
+        -- "$(bin "$l" server)" "$@" --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" hello
+    exec {a}>&-
+    kill -TERM "$TRACED_PID"
+    wait_exit "$PID" 10
+    grep -q 'server: stopping' "$T/server.err"
+    cat "$T/strace.log"
+    grep -qE '^rt_sigprocmask\(SIG_BLOCK, \[INT TERM\], ' "$T/strace.log"
+    # waits: only the kinds that take a mask, each with the mask [] (nothing
+    # blocked; strace prints it for the calls that returned normally), and
+    # the last one interrupted by the signal
+    refute grep -qE '^(poll|select|epoll_wait)\(' "$T/strace.log"
+    waits=$(grep -E '^(ppoll|pselect6|epoll_pwait)\(' "$T/strace.log" | grep -cvE 'EINTR|ERESTART')
+    [ "$waits" -ge 3 ]
+    [ "$(grep -cE '^(ppoll|pselect6|epoll_pwait)\(.*(, \[\], 8\)|sigmask=\[\],).* = [0-9]+' "$T/strace.log")" -eq "$waits" ]
+    grep -E '^(ppoll|pselect6|epoll_pwait)\(' "$T/strace.log" | tail -n 1 | grep -qE '= (-1 EINTR|\? ERESTARTNOHAND)'
+
+}
