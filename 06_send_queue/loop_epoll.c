@@ -80,6 +80,31 @@ static void watch_or_die(struct server *s, int fd, enum watch_kind kind, uint32_
         die(what);
 }
 
+/* Take fd off the interest list; setup fds only (the listener's pause). */
+static void unwatch_or_die(struct server *s, int fd, const char *what)
+{
+    if (epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL) == -1)
+        die(what);
+    s->watches[fd] = (struct watch){.kind = WATCH_NONE};
+}
+
+/* The listener follows server_accepting(). While accept is paused, the
+ * listener is taken off the interest list (DEL), or a level-triggered epoll
+ * would report it on every turn. Why not MOD with an empty mask: epoll_ctl
+ * adds EPOLLERR and EPOLLHUP to every mask, so those would still be
+ * reported. When the pause ends, ADD checks the socket's state at once:
+ * connections that queued up meanwhile are reported, even edge-triggered. */
+static void watch_listener(struct server *s, uint32_t listen_events)
+{
+    bool listening = s->watches[s->listen_fd].kind == WATCH_LISTENER;
+    if (server_accepting(s) == listening)
+        return;
+    if (listening)
+        unwatch_or_die(s, s->listen_fd, "epoll_ctl(listening socket)");
+    else
+        watch_or_die(s, s->listen_fd, WATCH_LISTENER, listen_events, "epoll_ctl(listening socket)");
+}
+
 /* What a connection wants, made epoll interest. EPOLLOUT only while
  * something is queued: an idle socket is always writable, and a
  * level-triggered EPOLLOUT would fire on every turn. */
@@ -188,19 +213,17 @@ void loop_epoll(struct server *s)
 
     struct epoll_event events[MAX_EVENTS];
     while (!stop_requested) {
-        /* While accept is paused (out of fds), the listener's interest is
-         * emptied (mask 0), or a level-triggered epoll would report it on
-         * every turn. */
-        uint32_t want = server_accepting(s) ? listen_events : 0;
-        if (want != s->watches[s->listen_fd].events)
-            watch_or_die(s, s->listen_fd, WATCH_LISTENER, want, "epoll_ctl(listening socket)");
+        watch_listener(s, listen_events);
         /* Connections with work left over (et budgets) mean: do not sleep.
-         * Otherwise sleep until an event or the next stale-output check. */
-        int n = epoll_wait(s->epfd, events, MAX_EVENTS, s->more != NULL ? 0 : server_wait_ms(s));
+         * Otherwise sleep until an event or the next stale-output check.
+         * epoll_pwait: epoll_wait that unblocks the stop signals while it
+         * waits, and only then (server.c, block_stop_signals). */
+        int n = epoll_pwait(s->epfd, events, MAX_EVENTS, s->more != NULL ? 0 : server_wait_ms(s),
+                            &s->wait_mask);
         if (n == -1) {
             if (errno == EINTR) /* SIGINT, SIGTERM: the loop's condition sees stop_requested */
                 continue;
-            die("epoll_wait");
+            die("epoll_pwait");
         }
         trace("epoll_wait -> %d events", n);
         /* Only ready fds come back: no scan over every connection. */

@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,25 @@ static void parse_args(int argc, char **argv, struct config *cfg)
     }
 }
 
+/* Lesson 1's loop checks stop_requested, then blocks: a signal that lands
+ * between the two is noticed only at the next event, maybe never. The fix:
+ * keep SIGINT and SIGTERM blocked (pending, not lost) everywhere but inside
+ * the wait, and let the wait call unblock them for its duration only:
+ * epoll_pwait() swaps in *wait_mask atomically, so a pending signal
+ * interrupts the wait at once (EINTR) and the loop sees the flag. */
+static void block_stop_signals(sigset_t *wait_mask)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &stop, wait_mask) == -1)
+        die("sigprocmask");
+    /* wait_mask: the mask we had, with the stop signals surely unblocked */
+    sigdelset(wait_mask, SIGINT);
+    sigdelset(wait_mask, SIGTERM);
+}
+
 int main(int argc, char **argv)
 {
     static struct server s;
@@ -174,6 +194,7 @@ int main(int argc, char **argv)
     alloc_hook_init();
     ignore_sigpipe();
     on_stop_signals();
+    block_stop_signals(&s.wait_mask);
 
     s.listen_fd = net_listen(s.cfg.host, s.cfg.port, true);
     /* A non-blocking listener: see accept.c. */

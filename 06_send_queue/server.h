@@ -99,12 +99,13 @@ struct server {
     int max_fd;          /* highest fd in conns[], or -1 */
     long nconns;
     long long accept_paused_until_ms; /* 0, or when to watch the listener again */
-    struct conn *changed;             /* to settle before the turn ends */
-    struct conn *closed;              /* CLOSING: to free once the turn is over */
-    struct conn *more;                /* et: to serve again before sleeping (the loop's) */
-    uint64_t next_gen;                /* generations handed out so far */
-    struct workers *workers;          /* --threads N, or NULL */
-    long long next_stale_check_ms;    /* when the stale-output check runs next */
+    sigset_t wait_mask;            /* the signal mask inside the wait: SIGINT, SIGTERM unblocked */
+    struct conn *changed;          /* to settle before the turn ends */
+    struct conn *closed;           /* CLOSING: to free once the turn is over */
+    struct conn *more;             /* et: to serve again before sleeping (the loop's) */
+    uint64_t next_gen;             /* generations handed out so far */
+    struct workers *workers;       /* --threads N, or NULL */
+    long long next_stale_check_ms; /* when the stale-output check runs next */
 };
 
 /* ---- conn.c: a connection's record ---- */

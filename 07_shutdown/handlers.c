@@ -81,7 +81,8 @@ void conn_on_error(struct server *s, struct conn *c)
     /* A pending error (a reset, say): SO_ERROR tells which, and clears it. */
     int err = 0;
     socklen_t len = sizeof err;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+        err = errno; /* could not even ask: report why */
     fprintf(stderr, "server: %s: %s\n", c->peer, err ? strerror(err) : "socket error");
     conn_close(s, c, CLOSE_ERROR);
 }
