@@ -427,3 +427,49 @@ queued_on() { ss -tlnH "sport = :$1" | awk '{ q += $2 } END { print q + 0 }'; }
     exec {late}<>"/dev/tcp/127.0.0.1/$PORT"
     wait_until 5 bash -c "[ \$(ss -tlnH 'sport = :$PORT' | awk '{ print \$2 }') -eq $((11 - q_one)) ]"
 }
+
+# The text's claim about a thread blocked in read(): pthread_kill with a
+# handler installed without SA_RESTART makes that read fail with EINTR; with
+# SA_RESTART the read goes on waiting. A small program, built here.
+@test "pthread_kill interrupts a thread blocked in read() only without SA_RESTART" {
+    cat >"$T/kick.c" <<'C'
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void on_signal(int signo) { (void)signo; }
+static void *reader(void *arg)
+{
+    char c;
+    (void)arg;
+    ssize_t n = read(STDIN_FILENO, &c, 1);
+    printf("read -> %zd (%s)\n", n, n == -1 ? strerror(errno) : "data");
+    fflush(stdout);
+    return NULL;
+}
+int main(int argc, char **argv)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = argc > 1 && strcmp(argv[1], "restart") == 0 ? SA_RESTART : 0;
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, reader, NULL);
+    usleep(300000); /* long enough for the reader to be inside read() */
+    pthread_kill(t, SIGUSR1);
+    usleep(300000);
+    printf("main: done\n");
+    fflush(stdout);
+    _exit(0);
+}
+C
+    cc -std=c11 -D_GNU_SOURCE -pthread -o "$T/kick" "$T/kick.c"
+    open_input kick # stdin that never has data
+    run timeout 10 "$T/kick" <"$T/kick.in"
+    [ "$output" = "$(printf 'read -> -1 (Interrupted system call)\nmain: done')" ]
+    run timeout 10 "$T/kick" restart <"$T/kick.in"
+    [ "$output" = "main: done" ]
+    grep -qF 'it makes the blocked `read` fail with EINTR' "$ROOT/lessons/$MD"
+}
