@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,6 +122,15 @@ static void parse_args(int argc, char **argv, struct config *cfg)
 
 static atomic_bool writer_done; /* set by the writer thread when it returns */
 
+/* The writer thread's way out when the connection broke under it: one
+ * line, and the thread ends. Exiting here would race main's return. */
+static void *writer_failed(const char *what)
+{
+    fprintf(stderr, "client: %s: %s\n", what, strerror(errno));
+    atomic_store(&writer_done, true);
+    return NULL;
+}
+
 /* The second thread: standard input -> socket, then half-close. */
 static void *stdin_to_socket(void *arg)
 {
@@ -136,8 +146,12 @@ static void *stdin_to_socket(void *arg)
         if (n == 0)
             break;
         trace("send fd=%d <- %zd bytes", fd, n);
+        /* Not die(): the exit status is main's to decide, from what the
+         * reader saw. A send that fails because the server has gone would
+         * otherwise race main's return, and the status would depend on
+         * which thread got there first. */
         if (writen(fd, buf, (size_t)n) == -1)
-            die("send");
+            return writer_failed("send");
     }
     /* Say we are done BEFORE the FIN leaves: the server may answer it, and
      * the main thread see the end of the echo, before this thread runs on. */
@@ -146,7 +160,7 @@ static void *stdin_to_socket(void *arg)
     /* "I have nothing more to say": FIN goes out after the queued bytes.
      * The server's recv() returns 0, it closes, and our reader sees 0 too. */
     if (shutdown(fd, SHUT_WR) == -1)
-        die("shutdown");
+        return writer_failed("shutdown"); /* ENOTCONN: the server reset us */
     return NULL;
 }
 
@@ -241,6 +255,12 @@ static void report(enum connect_result r, int err, const char *dest, const char 
         fprintf(stderr, "client: failed to connect to %s after %.1f ms: %s\n", dest, ms,
                 strerror(err));
         break;
+    case CONNECT_FD_TOO_HIGH:
+        fprintf(stderr,
+                "client: cannot wait for the connect to %s with select(): the socket's fd is "
+                "not below FD_SETSIZE (%d); --wait poll has no such limit\n",
+                dest, FD_SETSIZE);
+        break;
     }
 }
 
@@ -306,10 +326,15 @@ int main(int argc, char **argv)
         errno = rc;
         die("pthread_create");
     }
+    /* The exit status comes from here alone: 0 if the server closed the
+     * connection cleanly, 1 if it broke. What the writer met does not
+     * change it (its error, if any, is one line on stderr). */
     rc = socket_to_stdout(fd);
     /* The classic problem of thread-per-connection: if the server closed
-     * first, the writer thread may sit in read(stdin) forever, and nothing
-     * can politely tell a thread blocked in read() to stop. Ending the
+     * first, the writer thread may sit in read(stdin) forever. A signal
+     * could interrupt that read (pthread_kill, handler without SA_RESTART),
+     * but only if it lands while the thread is inside read(): one sent a
+     * moment earlier is handled and the read then blocks anyway. Ending the
      * process is the honest way out: we wait for the writer only if it has
      * already finished, otherwise exit() takes it down with us. */
     if (atomic_load(&writer_done))

@@ -15,24 +15,34 @@
 
 #define DEFAULT_CHUNK_BYTES 4096 /* how much one recv() may return to us */
 #define MAX_CHUNK_BYTES     (1 << 20)
+#define MAX_BACKLOG         (1 << 20) /* far above any somaxconn: shows the cap */
 
 struct config {
     const char *host;
     int port;
     size_t chunk_bytes;
     bool reuse_addr;
+    bool reuse_port;   /* --reuseport: share the port with other servers */
+    bool keep_sigpipe; /* --keep-sigpipe: leave SIGPIPE's default (death) */
+    int backlog;       /* --backlog: 0 keeps net_listen's SOMAXCONN */
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: server [--host ADDR] [--port N] [--chunk BYTES] [--no-reuseaddr] [-v]\n"
+            "usage: server [--host ADDR] [--port N] [--chunk BYTES] [--no-reuseaddr]\n"
+            "              [--reuseport] [--backlog N] [--keep-sigpipe] [-v]\n"
             "Blocking echo server: serves one client at a time, echoing what it sends.\n"
             "  --host ADDR     address to bind (default 127.0.0.1; 0.0.0.0 = every interface)\n"
             "  --port N        port to listen on (default 9000; 0 = let the kernel choose)\n"
             "  --chunk BYTES   echo in steps of at most BYTES (default %d)\n"
             "  --no-reuseaddr  do not set SO_REUSEADDR (a restart then fails while old\n"
             "                  connections are in TIME_WAIT)\n"
+            "  --reuseport     set SO_REUSEPORT: servers that all set it share the port\n"
+            "  --backlog N     listen() backlog (default SOMAXCONN; the kernel caps it\n"
+            "                  at net.core.somaxconn)\n"
+            "  --keep-sigpipe  do not ignore SIGPIPE: a send to a vanished client kills\n"
+            "                  the server (the bug every server must avoid)\n"
             "  -v, --verbose   print every accept, recv, send and close\n"
             "Prints 'listening on HOST:PORT' first. SIGINT/SIGTERM stop it (exit 0).\n",
             DEFAULT_CHUNK_BYTES);
@@ -41,13 +51,11 @@ static void usage(FILE *out)
 static void parse_args(int argc, char **argv, struct config *cfg)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'p'},
-        {"chunk", required_argument, NULL, 'c'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"no-reuseaddr", no_argument, NULL, 'R'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'H'},    {"port", required_argument, NULL, 'p'},
+        {"chunk", required_argument, NULL, 'c'},   {"verbose", no_argument, NULL, 'v'},
+        {"no-reuseaddr", no_argument, NULL, 'R'},  {"reuseport", no_argument, NULL, 'P'},
+        {"backlog", required_argument, NULL, 'b'}, {"keep-sigpipe", no_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "H:p:c:vh", opts, NULL)) != -1) {
@@ -59,6 +67,9 @@ static void parse_args(int argc, char **argv, struct config *cfg)
             break;
         case 'v': verbose = true; break;
         case 'R': cfg->reuse_addr = false; break;
+        case 'P': cfg->reuse_port = true; break;
+        case 'b': cfg->backlog = (int)parse_number("--backlog", optarg, 1, MAX_BACKLOG); break;
+        case 'K': cfg->keep_sigpipe = true; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -105,10 +116,16 @@ int main(int argc, char **argv)
         .host = "127.0.0.1", .port = 9000, .chunk_bytes = DEFAULT_CHUNK_BYTES, .reuse_addr = true};
     prog_name = "server";
     parse_args(argc, argv, &cfg);
-    ignore_sigpipe();
+    if (!cfg.keep_sigpipe)
+        ignore_sigpipe();
     on_stop_signals();
 
-    int listen_fd = net_listen(cfg.host, cfg.port, cfg.reuse_addr);
+    int listen_fd = cfg.reuse_port ? net_listen_shared(cfg.host, cfg.port, cfg.reuse_addr)
+                                   : net_listen(cfg.host, cfg.port, cfg.reuse_addr);
+    /* listen() again on a listening socket only changes its backlog; the
+     * kernel silently takes the smaller of it and net.core.somaxconn. */
+    if (cfg.backlog > 0 && listen(listen_fd, cfg.backlog) == -1)
+        die("listen");
     net_print_listening(listen_fd);
 
     char *buf = malloc(cfg.chunk_bytes);

@@ -65,6 +65,15 @@ int main(int argc, char **argv)
         if (i > optind && gap_ms > 0)
             sleep_ms(gap_ms);
         size_t len = strlen(argv[i]);
+        if (len == 0) {
+            /* An empty message: send() of 0 bytes returns 0 and puts
+             * nothing on the wire; the receiver never learns of it. */
+            ssize_t n = send(fd, argv[i], 0, 0);
+            if (n == -1)
+                die("send");
+            trace("send #%d: 0 bytes -> send() returned %zd", i - optind + 1, n);
+            continue;
+        }
         if (writen(fd, argv[i], len) == -1)
             die("send");
         trace("send #%d: %zu bytes", i - optind + 1, len);

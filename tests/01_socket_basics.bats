@@ -262,7 +262,11 @@ restart_with_time_wait() {
     [[ $output == *"stuck: client pid "* ]]
     # the two ends of the connection, each with bytes waiting in Send-Q
     pid=$(sed -n 's/.*stuck: client pid \([0-9]*\).*/\1/p' <<<"$output")
-    [ "$(grep -cE '^   127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:[0-9]+ +[0-9]+ +[1-9][0-9]{5,}$' <<<"$output")" -eq 2 ]
+    [ "$(grep -cE '^   \[(server|client) end\] +127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:[0-9]+ +[0-9]+ +[1-9][0-9]{5,}$' <<<"$output")" -eq 2 ]
+    # each row is labelled with the end it belongs to, by its local port
+    port=$(sed -n 's/^  \[server\] listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$output")
+    grep -qE "^   \[server end\] +127\.0\.0\.1:$port " <<<"$output"
+    grep -qE "^   \[client end\] +127\.0\.0\.1:[0-9]+ +127\.0\.0\.1:$port " <<<"$output"
     [[ $output == *"[client2] still alive"* ]]
     refute kill -0 "$pid" 2>/dev/null
 }
@@ -278,4 +282,199 @@ restart_with_time_wait() {
     grep -qE '^ *stream +- +[0-9]+\.[0-9]{3} +[0-9]+\.[0-9]{2}$' <<<"$output"
     # throughput must be a real measurement, never zero
     refute grep -qE ' 0\.00$' <<<"$output"
+}
+
+# in_close_wait PORT: our end of a connection to PORT got the server's FIN.
+in_close_wait() { ss -tanH state close-wait "( dport = :$1 )" | grep -q .; }
+# no_conn_to PORT: no socket of ours is connected to PORT any more (reset).
+no_conn_to() { [ -z "$(ss -tanH "( dport = :$1 )")" ]; }
+# only_main_thread PID: the process runs, with one thread left.
+only_main_thread() { [ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -eq 1 ]; }
+
+@test "the client's exit status comes from its reader: 0 after a clean close, even when a later send fails" {
+    start_server server "$(bin $L server)" --port 0
+    server=$PID
+    open_input c # the client's stdin, on fd 5
+    # The client's stdout is a fifo the test fills first, so the reader
+    # thread blocks writing the echo: the writer's failed send then
+    # certainly comes before the reader sees the end of the stream.
+    mkfifo "$T/c.stdout"
+    exec 6<>"$T/c.stdout"
+    head -c 65536 /dev/zero >&6
+    start_bg c bash -c 'exec 6>&- "$@" >"$0"' "$T/c.stdout" "$(bin $L client)" --port "$PORT" -v <"$T/c.in"
+    client=$PID
+    echo first >&5
+    wait_until 5 grep -qE '^client: recv fd=[0-9]+ -> 6 bytes$' "$T/c.err"
+    stop_pid "$server" # it had read everything: a clean close, FIN
+    wait_until 5 in_close_wait "$PORT"
+    echo second >&5 # the closed server's kernel answers with RST
+    wait_until 5 no_conn_to "$PORT"
+    echo third >&5 # this send fails
+    wait_until 5 grep -qE '^client: send: (Broken pipe|Connection reset by peer)$' "$T/c.err"
+    # the writer thread ended and the process lives on: nothing but main's
+    # return decides the status (a writer calling exit() would end it here)
+    wait_until 5 only_main_thread "$client"
+    head -c 65536 <&6 >/dev/null # let the reader go on
+    rc=0
+    wait_exit "$client" 10 || rc=$?
+    [ "$rc" -eq 0 ]
+    read -r -t 2 -u 6 echoed
+    [ "$echoed" = first ]
+    exec 6>&-
+}
+
+@test "a server that keeps SIGPIPE's default dies with status 141 when it sends to a reset connection" {
+    # The scene of the EPIPE test above, with --keep-sigpipe: the second send
+    # to the closed peer raises SIGPIPE, and nothing catches it.
+    start_server server "$(bin $L server)" --port 0 --chunk 1 --keep-sigpipe
+    server=$PID
+    open_input first
+    start_bg first "$(bin $L client)" --port "$PORT" <"$T/first.in"
+    first=$PID
+    echo one >&5
+    wait_until 5 grep -q one "$T/first.out"
+    "$(bin $L sender)" --port "$PORT" "$LONG"
+    exec 5>&-
+    wait_exit "$first" 10
+    rc=0
+    wait_exit "$server" 10 || rc=$?
+    [ "$rc" -eq 141 ] # 128 + 13: killed by signal 13, SIGPIPE
+    [ "$(kill -l "$rc")" = PIPE ]
+    refute grep -q 'send: ' "$T/server.err" # it died without a word
+}
+
+@test "send() of 0 bytes returns 0 and the receiver sees nothing of it" {
+    start_server receiver "$(bin $L receiver)" --mode naive --port 0 --late
+    run "$(bin $L sender)" -v --port "$PORT" hello "" world
+    [ "$status" -eq 0 ]
+    [ "${lines[1]}" = 'sender: send #2: 0 bytes -> send() returned 0' ]
+    wait_exit "$PID" 10
+    run cat "$T/receiver.out"
+    [ "${lines[1]}" = 'recv #1 -> 10 bytes: "helloworld"' ]
+    [ "${lines[3]}" = 'recv #2 -> 0 bytes: the sender closed the connection' ]
+}
+
+@test "an empty message alone: the receiver's first recv() returns 0, the end of the stream" {
+    start_server receiver "$(bin $L receiver)" --mode naive --port 0 --late
+    "$(bin $L sender)" --port "$PORT" ""
+    wait_exit "$PID" 10
+    run cat "$T/receiver.out"
+    [ "${lines[1]}" = 'recv #1 -> 0 bytes: the sender closed the connection' ]
+    [ "${#lines[@]}" -eq 2 ]
+}
+
+@test "SOMAXCONN in this machine's C library headers is 4096 or 128" {
+    run bash -c 'echo SOMAXCONN | cc -include sys/socket.h -E -P - | tail -n 1'
+    [ "$status" -eq 0 ]
+    [[ $output =~ ^(4096|128)$ ]]
+}
+
+# backlog_of PORT: the backlog ss shows (Send-Q) for the listener on PORT.
+backlog_of() { ss -tlnH "sport = :$1" | awk '{ print $3 }'; }
+
+@test "listen() caps a backlog above net.core.somaxconn at somaxconn; a small one is kept" {
+    somax=$(cat /proc/sys/net/core/somaxconn)
+    start_server big "$(bin $L server)" --port 0 --backlog $((somax + 1000))
+    [ "$(backlog_of "$PORT")" -eq "$somax" ]
+    start_server small "$(bin $L server)" --port 0 --backlog 3
+    [ "$(backlog_of "$PORT")" -eq 3 ]
+}
+
+# listeners_on PORT: how many listening sockets ss shows on PORT.
+listeners_on() { ss -tlnH "sport = :$1" | wc -l; }
+# queued_on PORT: connections waiting in all the accept queues on PORT.
+queued_on() { ss -tlnH "sport = :$1" | awk '{ q += $2 } END { print q + 0 }'; }
+
+@test "SO_REUSEPORT: two servers share a port and the kernel spreads connections between them" {
+    start_server one "$(bin $L server)" --port 0 --reuseport -v
+    start_server two "$(bin $L server)" --port "$PORT" --reuseport -v
+    [ "$(listeners_on "$PORT")" -eq 2 ]
+    for i in $(seq 20); do
+        [ "$(echo "c$i" | timeout 10 "$(bin $L client)" --port "$PORT")" = "c$i" ]
+    done
+    a=$(grep -c '^server: accept fd=' "$T/one.err")
+    b=$(grep -c '^server: accept fd=' "$T/two.err")
+    echo "server one accepted $a, server two $b"
+    [ "$((a + b))" -eq 20 ]
+    [ "$a" -ge 1 ] # (a 1 in 2^19 chance of seeing none: the hash of 20 ports)
+    [ "$b" -ge 1 ]
+    # without SO_REUSEPORT a third server cannot join
+    run timeout 10 "$(bin $L server)" --port "$PORT"
+    [ "$status" -eq 1 ]
+    [ "$output" = "server: bind: Address already in use" ]
+}
+
+@test "SO_REUSEPORT: when one server exits, its queued connections are reset and new ones go to the other" {
+    [ "$(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null || echo 0)" -eq 0 ] # (1 would move them)
+    start_server one "$(bin $L server)" --port 0 --reuseport -v
+    one=$PID
+    start_server two "$(bin $L server)" --port "$PORT" --reuseport -v
+    # 12 connections: each server accepts one and serves it; the others queue
+    fds=()
+    for _ in $(seq 12); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    wait_until 5 bash -c "[ \$(ss -tlnH 'sport = :$PORT' | awk '{ q += \$2 } END { print q }') -eq 10 ]"
+    q_one=$(ss -tlnpH "sport = :$PORT" | awk -v pid="pid=$one," 'index($0, pid) { print $2 }')
+    echo "queued at server one: $q_one"
+    stop_pid "$one"
+    [ "$(listeners_on "$PORT")" -eq 1 ]
+    [ "$(queued_on "$PORT")" -eq $((10 - q_one)) ] # server two's queue is untouched
+    # our ends of the 12 connections: the one server one served got its FIN
+    # (CLOSE-WAIT); those in its queue were reset and are gone; server two's
+    # are untouched (ESTAB)
+    ss -tanH "( dport = :$PORT )"
+    [ "$(ss -tanH state close-wait "( dport = :$PORT )" | wc -l)" -eq 1 ]
+    [ "$(ss -tanH state established "( dport = :$PORT )" | wc -l)" -eq $((11 - q_one)) ]
+    [ "$(ss -tanH "( dport = :$PORT )" | wc -l)" -eq $((12 - q_one)) ]
+    # a new connection goes to server two's queue
+    exec {late}<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tlnH 'sport = :$PORT' | awk '{ print \$2 }') -eq $((11 - q_one)) ]"
+}
+
+# The text's claim about a thread blocked in read(): pthread_kill with a
+# handler installed without SA_RESTART makes that read fail with EINTR; with
+# SA_RESTART the read goes on waiting. A small program, built here.
+@test "pthread_kill interrupts a thread blocked in read() only without SA_RESTART" {
+    cat >"$T/kick.c" <<'C'
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void on_signal(int signo) { (void)signo; }
+static void *reader(void *arg)
+{
+    char c;
+    (void)arg;
+    ssize_t n = read(STDIN_FILENO, &c, 1);
+    printf("read -> %zd (%s)\n", n, n == -1 ? strerror(errno) : "data");
+    fflush(stdout);
+    return NULL;
+}
+int main(int argc, char **argv)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = argc > 1 && strcmp(argv[1], "restart") == 0 ? SA_RESTART : 0;
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, reader, NULL);
+    usleep(300000); /* long enough for the reader to be inside read() */
+    pthread_kill(t, SIGUSR1);
+    usleep(300000);
+    printf("main: done\n");
+    fflush(stdout);
+    _exit(0);
+}
+C
+    cc -std=c11 -D_GNU_SOURCE -pthread -o "$T/kick" "$T/kick.c"
+    open_input kick # stdin that never has data
+    run timeout 10 "$T/kick" <"$T/kick.in"
+    [ "$output" = "$(printf 'read -> -1 (Interrupted system call)\nmain: done')" ]
+    run timeout 10 "$T/kick" restart <"$T/kick.in"
+    [ "$output" = "main: done" ]
+    grep -qF 'it makes the blocked `read` fail with EINTR' "$ROOT/lessons/$MD"
 }

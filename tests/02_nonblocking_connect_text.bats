@@ -37,7 +37,7 @@ syn_retransmitted() {
     for r in "connected to" "refused by" "timed out after" "self-connect:"; do
         [[ $output == *"client: $r"* ]]
     done
-    [[ $output == *"lesson 2 (02_nonblocking_connect) is built"* ]]
+    build_transcript_is 02_nonblocking_connect.md 'make lesson-2 && ./run'
     grep -A1 '\[client\] client: connected to 127\.0\.0\.1:' <<<"$output" | grep -q 'exit status 0'
     grep -A1 '\[client\] client: refused by 127\.0\.0\.1:' <<<"$output" | grep -q 'exit status 1'
     grep -A1 '\[client\] client: timed out after [0-9]*\.[0-9] ms' <<<"$output" | grep -q 'exit status 1'

@@ -173,6 +173,22 @@ doc_cmd() {
         timeout 60 bash -c "cd '$ROOT' && $cmd"
 }
 
+# build_transcript_is MD 'COMMAND': the build lines a text prints under
+# "$ COMMAND", up to its "lesson N (...) is built" line, are exactly the
+# first lines of $output (from doc_cmd of that command), trailing blanks aside.
+build_transcript_is() {
+    local shown real
+    shown=$(DOC_BLOCK_CMD="\$ $2" awk '
+        found { sub(/ +$/, ""); print }
+        found && /^lesson [0-9]+ \(.*\) is built/ { exit }
+        $0 == ENVIRON["DOC_BLOCK_CMD"] { found = 1 }' "$(doc_path "$1")")
+    real=$(sed 's/ *$//' <<<"$output" | awk '{ print } /^lesson [0-9]+ \(.*\) is built/ { exit }')
+    if [ "$shown" != "$real" ]; then
+        diff <(echo "$shown") <(echo "$real") || true
+        return 1
+    fi
+}
+
 # fresh_copy: the repository's files (tracked, plus new files not ignored),
 # without build products, in $T/fresh.
 fresh_copy() {
