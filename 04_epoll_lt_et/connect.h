@@ -6,14 +6,15 @@
 #include <sys/socket.h>
 
 enum connect_result {
-    CONNECT_OK,        /* connected to a real peer */
-    CONNECT_REFUSED,   /* the peer answered with RST: nobody listens there */
-    CONNECT_TIMED_OUT, /* no answer before our deadline (or the kernel's) */
-    CONNECT_SELF,      /* TCP self-connect: the socket is connected to itself */
-    CONNECT_FAILED,    /* anything else: unreachable, no route... (see err) */
+    CONNECT_OK,          /* connected to a real peer */
+    CONNECT_REFUSED,     /* the peer answered with RST: nobody listens there */
+    CONNECT_TIMED_OUT,   /* no answer before our deadline (or the kernel's) */
+    CONNECT_SELF,        /* TCP self-connect: the socket is connected to itself */
+    CONNECT_FAILED,      /* anything else: unreachable, no route... (see err) */
+    CONNECT_FD_TOO_HIGH, /* --wait select: the fd is >= FD_SETSIZE, select() cannot watch it */
 };
 
-/* "connected", "refused", "timed out", "self-connect", "failed" */
+/* "connected", "refused", "timed out", "self-connect", "failed", "fd too high for select" */
 const char *connect_result_name(enum connect_result r);
 
 /* How to wait for the connect to finish: both work, poll has no FD_SETSIZE limit. */

@@ -483,6 +483,12 @@ static void report(enum connect_result r, int err, const char *dest, const char 
         fprintf(stderr, "client: failed to connect to %s after %.1f ms: %s\n", dest, ms,
                 strerror(err));
         break;
+    case CONNECT_FD_TOO_HIGH:
+        fprintf(stderr,
+                "client: cannot wait for the connect to %s with select(): the socket's fd is "
+                "not below FD_SETSIZE (%d); --wait poll has no such limit\n",
+                dest, FD_SETSIZE);
+        break;
     }
 }
 

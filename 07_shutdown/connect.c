@@ -23,6 +23,7 @@ const char *connect_result_name(enum connect_result r)
     case CONNECT_REFUSED: return "refused";
     case CONNECT_TIMED_OUT: return "timed out";
     case CONNECT_SELF: return "self-connect";
+    case CONNECT_FD_TOO_HIGH: return "fd too high for select";
     case CONNECT_FAILED: return "failed";
     }
     return "?";
@@ -35,9 +36,12 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* wait_writable's answer when select() cannot watch the fd at all */
+#define WAIT_FD_TOO_HIGH (-2)
+
 /* Wait until fd is writable or the deadline (in microseconds) passes. Returns 1 (writable),
- * 0 (deadline passed) or -1 (error, errno set). A signal (EINTR) only
- * recomputes how much time is left: the deadline does not move. */
+ * 0 (deadline passed), -1 (error, errno set) or WAIT_FD_TOO_HIGH. A signal
+ * (EINTR) only recomputes how much time is left: the deadline does not move. */
 static int wait_writable(int fd, enum connect_wait how, long long deadline_us)
 {
     for (;;) {
@@ -51,10 +55,8 @@ static int wait_writable(int fd, enum connect_wait how, long long deadline_us)
         } else {
             /* select() can only watch fds below FD_SETSIZE (1024): FD_SET
              * on a larger fd writes outside the fd_set. Refuse instead. */
-            if (fd >= FD_SETSIZE) {
-                errno = EMFILE;
-                return -1;
-            }
+            if (fd >= FD_SETSIZE)
+                return WAIT_FD_TOO_HIGH;
             fd_set wset;
             FD_ZERO(&wset); /* select() modifies the set: rebuild it every time */
             FD_SET(fd, &wset);
@@ -136,6 +138,8 @@ enum connect_result connect_with_timeout(const struct connect_request *req, int 
         int ready = wait_writable(fd, req->wait, deadline_us);
         if (ready == -1)
             return fail(fd, errno, CONNECT_FAILED, err_out);
+        if (ready == WAIT_FD_TOO_HIGH)
+            return fail(fd, 0, CONNECT_FD_TOO_HIGH, err_out);
         if (ready == 0)
             return fail(fd, ETIMEDOUT, CONNECT_TIMED_OUT, err_out);
         /* The lesson: writable does NOT mean connected. A failed connect is
@@ -147,8 +151,9 @@ enum connect_result connect_with_timeout(const struct connect_request *req, int 
         if (err != 0)
             return fail(fd, err, classify(err), err_out);
     }
-    /* POSIX lets connect() succeed at once even on a non-blocking socket
-     * (Linux TCP always says EINPROGRESS; Unix-domain sockets need not). */
+    /* connect() may also succeed at once on a non-blocking socket: Linux TCP
+     * does so when TCP_FASTOPEN_CONNECT is set and a Fast Open cookie lets
+     * it put off the SYN until the first write; Unix-domain sockets do. */
 
     if (req->local_out != NULL)
         net_local_str(fd, req->local_out);
