@@ -162,7 +162,11 @@ doc_cmd() {
         [ -d "$T/fresh" ] || fresh_copy
         local timed=$cmd mark='doc_cmd: seconds after the build:'
         [[ $cmd == *" && "* ]] && timed="${cmd%% && *} && time ${cmd#* && }"
-        run env TIMEFORMAT="$mark %R" timeout 120 bash -c "cd '$T/fresh' && $timed"
+        # A student types it in a shell, not inside make: without the outer
+        # make's variables (under `make test`, MAKELEVEL would make the
+        # lesson's make print "Entering directory" lines the text has not).
+        run env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS TIMEFORMAT="$mark %R" \
+            timeout 120 bash -c "cd '$T/fresh' && $timed"
         DOC_SECONDS=$(sed -n "s/^$mark \([0-9.]*\)$/\1/p" <<<"$output" | awk '{ s = int($1); if (s < $1) s++; print s }')
         output=$(grep -v "^$mark " <<<"$output" || true)
         lines=()
