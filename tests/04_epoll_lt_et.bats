@@ -202,30 +202,14 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     stop_race_closed $L --mode lt
 }
 
-# accept_error_injected MODE ERRNO: strace makes the server's first accept4
-# fail with ERRNO while a client waits in the queue (no connection is
-# consumed: the injected call does not run). The client must be served.
-accept_error_injected() {
-    if ! strace -o /dev/null true 2>/dev/null; then
-        skip "strace is not installed or cannot trace here"
-    fi
-    start_traced server -qq -o "$T/strace.log" -e trace=accept4,epoll_ctl -e "inject=accept4:error=$2:when=1" \
-        -- "$(bin $L server)" --mode "$1" --port 0
-    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
-    # the only client: with et, nothing else would ever make another edge
-    echo_on "$a" "served anyway"
-    exec {a}>&-
-    cat "$T/strace.log"
-}
-
 @test "et: accept failing for one connection (EPROTO) does not end the accept loop" {
-    accept_error_injected et EPROTO
+    accept_error_injected $L et EPROTO
     grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
     refute grep -q pausing "$T/server.err"
 }
 
 @test "et: an accept error not about one connection (ENOBUFS) pauses accepting; the queued client is served after it" {
-    accept_error_injected et ENOBUFS
+    accept_error_injected $L et ENOBUFS
     grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
     # the listener left the interest list and came back (DEL, then ADD)
     grep -qE '^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, ' "$T/strace.log"

@@ -362,3 +362,8 @@ both_waiting() {
     grep -Eq '^server: 127\.0\.0\.1:[0-9]+: closed: out of memory for a reply$' "$T/server.err"
     refute grep -q 'protocol error' "$T/server.err"
 }
+
+@test "SIGTERM is blocked except inside epoll_pwait, which unblocks it while it waits (lesson 4's fix, carried)" {
+    # fixed 6-byte records: the helper's "hello\n" is one message, echoed as it came
+    stop_race_closed $L --mode lt --framing fixed --record-bytes 6
+}

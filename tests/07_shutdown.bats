@@ -448,3 +448,18 @@ ex6_server() {
     wait_exit "$PID" 10 # exit 0
     grep -q 'server: Terminated: stopping gracefully' "$T/masked.err"
 }
+
+@test "et: accept failing for one connection (EPROTO) does not end the accept loop (lesson 4's fix, carried)" {
+    # 14-byte fixed records: the helper's "served anyway\n" is one message
+    accept_error_injected $L et EPROTO --framing fixed --record-bytes 14
+    grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
+    refute grep -q pausing "$T/server.err"
+}
+
+@test "et: an accept error not about one connection (ENOBUFS) pauses accepting: the listener is DEL'd, then ADDed, and the queued client served" {
+    accept_error_injected $L et ENOBUFS --framing fixed --record-bytes 14
+    grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
+    listener=$(grep -oE '^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, [0-9]+, \{events=EPOLLIN\|EPOLLET,' "$T/strace.log" | head -n 1 | grep -oE 'ADD, [0-9]+' | grep -oE '[0-9]+$')
+    grep -qE "^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, $listener, " "$T/strace.log"
+    [ "$(grep -cE "^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, $listener, \{events=EPOLLIN\|EPOLLET," "$T/strace.log")" -eq 2 ]
+}

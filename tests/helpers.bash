@@ -426,6 +426,26 @@ refused_after_sending() {
     echo_on "$first" "still served"
 }
 
+# accept_error_injected LESSON MODE ERRNO [ARGS...]: strace makes the
+# server's first accept4 fail with ERRNO while a client waits in the queue
+# (no connection is consumed: the injected call does not run). The client
+# must be served: it sends "served anyway\n" and reads it back, so servers
+# that frame messages get ARGS (e.g. 14-byte fixed records).
+accept_error_injected() {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+    local l=$1 mode=$2 err=$3
+    shift 3
+    start_traced server -qq -o "$T/strace.log" -e trace=accept4,epoll_ctl -e "inject=accept4:error=$err:when=1" \
+        -- "$(bin "$l" server)" --mode "$mode" "$@" --port 0
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    # the only client: with et, nothing else would ever make another edge
+    echo_on "$a" "served anyway"
+    exec {a}>&-
+    cat "$T/strace.log"
+}
+
 # stop_race_closed LESSON SERVER_ARGS...: (lessons 3 and 4) the stop signals are blocked outside the
 # wait, and every wait call unblocks them (the mask it carries is empty):
 # a signal that lands between the loop's check and the wait is delivered
