@@ -74,7 +74,7 @@ static enum io send_direct(int fd, struct iovec iov[3], size_t *n)
 }
 
 /* The reply could not be queued: c closes, and the reply counts as dropped. */
-static bool refuse(struct server *s, struct conn *c, enum close_reason why)
+static bool drop_reply(struct server *s, struct conn *c, enum close_reason why)
 {
     conn_close(s, c, why);
     s->count.msgs_dropped++;
@@ -144,7 +144,7 @@ bool send_message(struct server *s, struct conn *c, const uint8_t *prefix, size_
          * one message (up to 10 MiB); a non-empty one may not pass the cap. */
         fprintf(stderr, "server: %s: closed: output cap (%zu bytes queued, %zu more)\n", c->peer,
                 queued, total);
-        return refuse(s, c, CLOSE_OUTPUT_CAP);
+        return drop_reply(s, c, CLOSE_OUTPUT_CAP);
     } else {
         c->out_queued_total += total;
     }
@@ -156,12 +156,12 @@ bool send_message(struct server *s, struct conn *c, const uint8_t *prefix, size_
         if (buf_append(&c->out, (uint8_t *)iov[i].iov_base + skip, iov[i].iov_len - skip) !=
             IO_OK) {
             fprintf(stderr, "server: %s: closed: out of memory for the send queue\n", c->peer);
-            return refuse(s, c, CLOSE_ERROR);
+            return drop_reply(s, c, CLOSE_ERROR);
         }
     }
     if (buf_append(&c->marks, &end, sizeof end) != IO_OK) {
         fprintf(stderr, "server: %s: closed: out of memory for the send queue\n", c->peer);
-        return refuse(s, c, CLOSE_ERROR); /* this reply has no mark to be counted by */
+        return drop_reply(s, c, CLOSE_ERROR); /* this reply has no mark to be counted by */
     }
     return true;
 }

@@ -46,7 +46,8 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     reported=${BASH_REMATCH[1]}
     [ "$reported" -ge 300 ]
     [ "$reported" -le 900 ]
-    [ "$took" -ge 300 ] && [ "$took" -le 900 ]
+    [ "$took" -ge 300 ]
+    [ "$took" -le 900 ]
 }
 
 @test "timed out: waiting with select instead of poll gives the same result" {
@@ -54,7 +55,8 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     run client --port "$PORT" --timeout 400 --connect-only --wait select
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms ]]
-    [ "${BASH_REMATCH[1]}" -ge 200 ] && [ "${BASH_REMATCH[1]}" -le 600 ]
+    [ "${BASH_REMATCH[1]}" -ge 200 ]
+    [ "${BASH_REMATCH[1]}" -le 600 ]
 }
 
 @test "self-connect: a socket bound to its destination is detected, exit status 1" {
@@ -166,5 +168,6 @@ high_fd() {
     [ "$status" -eq 2 ]
     [ "$output" = "client: --retry wants a number in 0..100, not '-1'" ]
     run client --port 1 --wait epoll
-    [ "$status" -eq 2 ] && [ "$output" = "client: --wait wants poll or select" ]
+    [ "$status" -eq 2 ]
+    [ "$output" = "client: --wait wants poll or select" ]
 }

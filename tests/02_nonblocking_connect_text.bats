@@ -113,7 +113,8 @@ syn_retransmitted() {
     doc_cmd 02_nonblocking_connect.md './run client --port $PORT --timeout 1000 --connect-only'
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
-    [ "${BASH_REMATCH[1]}" -ge 900 ] && [ "${BASH_REMATCH[1]}" -le 1500 ]
+    [ "${BASH_REMATCH[1]}" -ge 900 ]
+    [ "${BASH_REMATCH[1]}" -le 1500 ]
 }
 
 @test "--wait select against the full listener times out the same way" {
@@ -121,7 +122,8 @@ syn_retransmitted() {
     doc_cmd 02_nonblocking_connect.md './run client --port $PORT --timeout 1000 --connect-only --wait select'
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
-    [ "${BASH_REMATCH[1]}" -ge 900 ] && [ "${BASH_REMATCH[1]}" -le 1500 ]
+    [ "${BASH_REMATCH[1]}" -ge 900 ]
+    [ "${BASH_REMATCH[1]}" -le 1500 ]
 }
 
 @test "with --timeout 10000 the client waits the whole ten seconds, then times out" {
@@ -129,7 +131,8 @@ syn_retransmitted() {
     doc_cmd 02_nonblocking_connect.md './run client --port $PORT --timeout 10000 --connect-only'
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
-    [ "${BASH_REMATCH[1]}" -ge 9500 ] && [ "${BASH_REMATCH[1]}" -le 12000 ]
+    [ "${BASH_REMATCH[1]}" -ge 9500 ]
+    [ "${BASH_REMATCH[1]}" -le 12000 ]
 }
 
 @test "ss -tno state syn-sent shows the waiting connect and its retransmitted SYNs" {
