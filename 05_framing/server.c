@@ -393,7 +393,9 @@ static bool decode_all(struct server *s, struct conn *c)
         if (st == FRAME_OK)
             why = handle_message(s, c, &f);
         if (why != NULL) {
-            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
+            char got[96];
+            frame_describe(&f, buf_peek(&c->in), got, sizeof got);
+            fprintf(stderr, "server: %s: protocol error: %s%s\n", c->peer, why, got);
             return false;
         }
         buf_consume(&c->in, f.frame_len);

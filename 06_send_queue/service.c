@@ -113,7 +113,9 @@ void service_decode(struct server *s, struct conn *c)
             return;
         }
         if (why != NULL) {
-            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
+            char got[96];
+            frame_describe(&f, buf_peek(&c->in), got, sizeof got);
+            fprintf(stderr, "server: %s: protocol error: %s%s\n", c->peer, why, got);
             conn_close(s, c, CLOSE_PROTOCOL);
             return;
         }

@@ -36,6 +36,8 @@ struct frame {
     bool compressed;     /* FRAMING_PROTOCOL with flags 1 */
     uint32_t origin_size;
     size_t frame_len; /* header + body: what to consume */
+    /* FRAME_ERROR: the bytes of the header field that broke a rule */
+    size_t bad_at, bad_len; /* offset and size; bad_len 0: no one field */
 };
 
 enum frame_status { FRAME_NEED_MORE, FRAME_OK, FRAME_ERROR };
@@ -45,6 +47,11 @@ enum frame_status { FRAME_NEED_MORE, FRAME_OK, FRAME_ERROR };
  * bytes; FRAME_ERROR sets *why (a protocol error: close the connection). */
 enum frame_status frame_decode(const struct frame_rules *rules, const uint8_t *data, size_t len,
                                struct frame *f, const char **why);
+
+/* After FRAME_ERROR, for the log: what arrived in the field that broke the
+ * rule, e.g. ': got 1751477356 = 68 65 6c 6c "hell" (text on a binary
+ * port?)' (the text only when every byte is printable); "" if no one field. */
+void frame_describe(const struct frame *f, const uint8_t *data, char *out, size_t cap);
 
 /* Write the 25-byte protocol header for a body. */
 void frame_put_header(uint8_t out[FRAME_HEADER_BYTES], uint8_t flags, uint32_t origin_size,

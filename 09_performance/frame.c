@@ -8,6 +8,8 @@
  */
 #include "frame.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Read a big-endian integer byte by byte: no alignment or byte-order
@@ -26,40 +28,55 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-static enum frame_status error(const char **why, const char *reason)
+/* A broken rule, and the n header bytes at offset `at` that broke it (n 0:
+ * not one field), so that the log can show what arrived (frame_describe). */
+static enum frame_status bad_field(struct frame *f, const char **why, const char *reason, size_t at,
+                                   size_t n)
 {
+    f->bad_at = at;
+    f->bad_len = n;
     *why = reason;
     return FRAME_ERROR;
 }
 
-/* The lesson protocol. Every field is checked as soon as the header is
- * complete, BEFORE waiting for the body: a peer that announces 1 GB is
- * disconnected at once instead of being buffered until memory runs out. */
+static enum frame_status error(struct frame *f, const char **why, const char *reason)
+{
+    return bad_field(f, why, reason, 0, 0);
+}
+
+/* The lesson protocol. Each field is checked as soon as its bytes are
+ * here, BEFORE waiting for the rest: a peer that announces 1 GB is
+ * disconnected at once instead of being buffered until memory runs out,
+ * and a text client ("hello") on this binary port at its first byte. */
 static enum frame_status decode_protocol(const uint8_t *data, size_t len, struct frame *f,
                                          const char **why)
 {
-    if (len < FRAME_HEADER_BYTES)
-        return FRAME_NEED_MORE; /* not even the header yet */
+    if (len < 1)
+        return FRAME_NEED_MORE;
     uint8_t flags = data[0];
-    uint32_t origin_size = get_be32(data + 1);
-    uint32_t compress_size = get_be32(data + 5);
-    /* data[9..24]: reserved, ignored on receipt (room for a later version) */
     if (flags != 0 && flags != FLAG_COMPRESSED)
-        return error(why, "bad flags (not 0 or 1)");
+        return bad_field(f, why, "bad flags (not 0 or 1)", 0, 1);
+    if (len < 5)
+        return FRAME_NEED_MORE;
+    uint32_t origin_size = get_be32(data + 1);
     if (origin_size == 0)
-        return error(why, "origin_size 0");
+        return bad_field(f, why, "origin_size 0", 1, 4);
     if (origin_size > MAX_BODY_BYTES)
-        return error(why, "origin_size over 10 MiB");
+        return bad_field(f, why, "origin_size over 10 MiB", 1, 4);
     size_t body_len = origin_size;
     if (flags == FLAG_COMPRESSED) {
+        if (len < 9)
+            return FRAME_NEED_MORE;
+        uint32_t compress_size = get_be32(data + 5);
         if (compress_size == 0)
-            return error(why, "compress_size 0");
+            return bad_field(f, why, "compress_size 0", 5, 4);
         if (compress_size > MAX_BODY_BYTES)
-            return error(why, "compress_size over 10 MiB");
+            return bad_field(f, why, "compress_size over 10 MiB", 5, 4);
         body_len = compress_size;
     }
-    if (len - FRAME_HEADER_BYTES < body_len)
-        return FRAME_NEED_MORE; /* a valid header; the body is still coming */
+    /* data[9..24]: reserved, ignored on receipt (room for a later version) */
+    if (len < FRAME_HEADER_BYTES || len - FRAME_HEADER_BYTES < body_len)
+        return FRAME_NEED_MORE; /* the rest of the header or the body is coming */
     *f = (struct frame){.body = data + FRAME_HEADER_BYTES,
                         .body_len = body_len,
                         .compressed = flags == FLAG_COMPRESSED,
@@ -75,7 +92,7 @@ static enum frame_status decode_length(const uint8_t *data, size_t len, struct f
         return FRAME_NEED_MORE;
     uint32_t body_len = get_be32(data);
     if (body_len > MAX_BODY_BYTES)
-        return error(why, "length over 10 MiB");
+        return bad_field(f, why, "length over 10 MiB", 0, 4);
     if (len - 4 < body_len)
         return FRAME_NEED_MORE;
     *f = (struct frame){
@@ -98,7 +115,7 @@ static enum frame_status decode_lines(const struct frame_rules *rules, const uin
         }
     }
     if (len >= limit)
-        return error(why, "line too long (no CRLF within --max-line bytes)");
+        return error(f, why, "line too long (no CRLF within --max-line bytes)");
     return FRAME_NEED_MORE;
 }
 
@@ -118,7 +135,32 @@ enum frame_status frame_decode(const struct frame_rules *rules, const uint8_t *d
     case FRAMING_LENGTH: return decode_length(data, len, f, why);
     case FRAMING_PROTOCOL: return decode_protocol(data, len, f, why);
     }
-    return error(why, "unknown framing");
+    return error(f, why, "unknown framing");
+}
+
+void frame_describe(const struct frame *f, const uint8_t *data, char *out, size_t cap)
+{
+    char hex[4 * 3] = "", text[4 + 1] = ""; /* "68 65 6c 6c", "hell" */
+    size_t used = 0;
+    uint32_t value = 0;
+    bool printable = true;
+    if (f->bad_len == 0 || f->bad_len > 4) {
+        snprintf(out, cap, "%s", "");
+        return;
+    }
+    for (size_t i = 0; i < f->bad_len; i++) {
+        uint8_t b = data[f->bad_at + i];
+        value = value << 8 | b;
+        used += (size_t)snprintf(hex + used, sizeof hex - used, "%s%02x", i > 0 ? " " : "", b);
+        text[i] = (char)b;
+        printable = printable && b >= 0x20 && b < 0x7f;
+    }
+    text[f->bad_len] = '\0';
+    if (printable)
+        snprintf(out, cap, ": got %" PRIu32 " = %s \"%s\" (text on a binary port?)", value, hex,
+                 text);
+    else
+        snprintf(out, cap, ": got %" PRIu32 " = %s", value, hex);
 }
 
 void frame_put_header(uint8_t out[FRAME_HEADER_BYTES], uint8_t flags, uint32_t origin_size,

@@ -130,7 +130,9 @@ static size_t decode_frames(struct server *s, struct conn *c, const uint8_t *dat
             break;
         }
         if (why != NULL) {
-            fprintf(stderr, "server: %s: protocol error: %s\n", c->peer, why);
+            char got[96];
+            frame_describe(&f, data + used, got, sizeof got);
+            fprintf(stderr, "server: %s: protocol error: %s%s\n", c->peer, why, got);
             conn_close(s, c, CLOSE_PROTOCOL);
             break;
         }

@@ -162,29 +162,51 @@ bad_frame() {
 }
 
 @test "protocol error: flags 2 closes only that connection" {
-    bad_frame "\x02\x00\x00\x00\x05\x00\x00\x00\x00${Z16}hello" 'bad flags \(not 0 or 1\)'
+    bad_frame "\x02\x00\x00\x00\x05\x00\x00\x00\x00${Z16}hello" 'bad flags \(not 0 or 1\): got 2 = 02'
 }
 
 @test "protocol error: origin_size 0" {
-    bad_frame "\x00\x00\x00\x00\x00\x00\x00\x00\x00${Z16}" 'origin_size 0'
+    bad_frame "\x00\x00\x00\x00\x00\x00\x00\x00\x00${Z16}" 'origin_size 0: got 0 = 00 00 00 00'
 }
 
 @test "protocol error: origin_size 10 MiB + 1" {
-    bad_frame "\x00\x00\xa0\x00\x01\x00\x00\x00\x00${Z16}" 'origin_size over 10 MiB'
+    bad_frame "\x00\x00\xa0\x00\x01\x00\x00\x00\x00${Z16}" 'origin_size over 10 MiB: got 10485761 = 00 a0 00 01'
 }
 
 @test "protocol error: compress_size 0 with flags 1" {
-    bad_frame "\x01\x00\x00\x00\x05\x00\x00\x00\x00${Z16}" 'compress_size 0'
+    bad_frame "\x01\x00\x00\x00\x05\x00\x00\x00\x00${Z16}" 'compress_size 0: got 0 = 00 00 00 00'
 }
 
 @test "protocol error: compress_size over 10 MiB with flags 1" {
-    bad_frame "\x01\x00\x00\x00\x05\x00\xa0\x00\x01${Z16}" 'compress_size over 10 MiB'
+    bad_frame "\x01\x00\x00\x00\x05\x00\xa0\x00\x01${Z16}" 'compress_size over 10 MiB: got 10485761 = 00 a0 00 01'
 }
 
 @test "protocol error: a bad header closes the connection at once, before the body it announces" {
     # flags 2 and a 1000-byte body announced, none of it sent: the header
     # alone is enough to refuse the frame; waiting for the body would wait forever
-    bad_frame "\x02\x00\x00\x03\xe8\x00\x00\x00\x00${Z16}" 'bad flags \(not 0 or 1\)'
+    bad_frame "\x02\x00\x00\x03\xe8\x00\x00\x00\x00${Z16}" 'bad flags \(not 0 or 1\): got 2 = 02'
+}
+
+@test "protocol error: each header field is judged as soon as its bytes are in (flags 2 alone is enough)" {
+    # one byte, and the connection stays open: only the check at the first byte can end it
+    bad_frame "\x02" 'bad flags \(not 0 or 1\): got 2 = 02'
+}
+
+@test "protocol error: origin_size judged at byte 5, before the other 20 header bytes" {
+    bad_frame "\x00\x00\xa0\x00\x01" 'origin_size over 10 MiB: got 10485761 = 00 a0 00 01'
+}
+
+@test "a text client on the binary port is told so at its first byte: the field's value, its bytes, the text" {
+    bad_frame 'hello world' 'bad flags \(not 0 or 1\): got 104 = 68 "h" \(text on a binary port\?\)'
+}
+
+@test "a text client on a --framing length port: the length field shown as a number, bytes and text" {
+    start_server server "$(bin $L server)" --framing length --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hello world' >&"$fd"
+    at_eof "$fd"
+    exec {fd}>&-
+    grep -qxE 'server: 127\.0\.0\.1:[0-9]+: protocol error: length over 10 MiB: got 1751477356 = 68 65 6c 6c "hell" \(text on a binary port\?\)' "$T/server.err"
 }
 
 @test "protocol error: a corrupt LZ4 body (match offset 0)" {
