@@ -56,6 +56,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (st == FRAME_ERROR) {
                 if (why == NULL)
                     abort(); /* every error must have a reason for the log line */
+                /* the field it names lies within what was buffered */
+                if (f.bad_at + f.bad_len > buf_readable(&in))
+                    abort();
+                char got[96];
+                frame_describe(&f, buf_peek(&in), got, sizeof got);
                 closed = true;
                 break;
             }
