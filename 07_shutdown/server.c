@@ -29,10 +29,11 @@
 
 #define MAX_CONNS_LIMIT      10000000
 #define DEFAULT_RECORD_BYTES 16
-/* Watermarks, in bytes queued for one connection. High water 1 MiB: about
- * what a loopback socket's own send buffer holds, so a client that reads
- * at all never meets it; low water a quarter of it, so that once paused a
- * client must drain a good part before we read again (no flapping). */
+/* Watermarks, in bytes queued for one connection. High water 1 MiB: less
+ * than the kernel itself buffers on loopback, so only a client that sends
+ * faster than it reads, for megabytes, meets it; low water a quarter of
+ * it, so that once paused a client must drain a good part before we read
+ * again (no flapping). */
 #define DEFAULT_HIGH_WATER_BYTES (1u << 20)
 #define DEFAULT_LOW_WATER_BYTES  (256u << 10)
 #define DEFAULT_OUTPUT_CAP_BYTES (2u << 20)

@@ -159,6 +159,18 @@ partial_writes() {
     refute grep -q 'closed: stale output' "$T/server.err"
 }
 
+@test "default marks: a client that reads as it sends (ping-pong, 64 KiB) never meets high water; one that pipelines 8 MB before reading does" {
+    start_server server "$(bin $L server)" --port 0
+    run client --port "$PORT" --pingpong --repeat 64 --body-bytes 65536 --pattern random --quiet
+    [ "$status" -eq 0 ]
+    refute grep -q 'reading paused' "$T/server.err"
+    # the same 64 KiB bodies, 128 of them (8 MB), sent for a second before reading one reply
+    run client --port "$PORT" --pause-ms 1000 --repeat 128 --body-bytes 65536 --pattern random --quiet
+    echo "$output"
+    [ "$status" -eq 0 ]
+    wait_until 5 grep -q 'reading paused' "$T/server.err"
+}
+
 @test "EPOLLOUT is armed only while output is queued: one on and one off per episode, none when writes are whole" {
     start_server server "$(bin $L server)" --port 0 -v
     run client --port "$PORT" --pingpong --repeat 100 --quiet hello
