@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct job_queue {
@@ -42,6 +43,7 @@ struct worker {
 struct workers {
     struct frame_rules rules;
     int n;
+    long delay_ms; /* test hook: each job waits this long before it is worked on */
     int efd;
     struct job_queue done;
     struct worker *w;
@@ -138,6 +140,11 @@ static void *worker_main(void *arg)
             me->jobs.tail = NULL;
         pthread_mutex_unlock(&me->jobs.lock);
 
+        if (pool->delay_ms > 0) { /* a reply late on purpose (see workers_start) */
+            struct timespec d = {pool->delay_ms / 1000, pool->delay_ms % 1000 * 1000000};
+            while (nanosleep(&d, &d) == -1 && errno == EINTR)
+                ;
+        }
         const char *err;
         size_t request_len = req->len; /* bytes the loop counts as in flight until we answer */
         struct job *reply = make_reply(&pool->rules, req, &err);
@@ -168,6 +175,11 @@ struct workers *workers_start(const struct frame_rules *rules, int n)
         return NULL;
     pool->rules = *rules;
     pool->n = n;
+    /* Test hook: SERVER_WORKER_DELAY_MS=N holds every job N ms, so that a
+     * test can close a connection and give its fd to a new client before
+     * the old connection's reply comes back (the generation check). */
+    const char *delay = getenv("SERVER_WORKER_DELAY_MS");
+    pool->delay_ms = delay != NULL ? atol(delay) : 0;
     pool->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pool->w = calloc((size_t)n, sizeof *pool->w);
     if (pool->efd == -1 || pool->w == NULL) {

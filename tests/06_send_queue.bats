@@ -296,6 +296,29 @@ frames_from() { [ "$(grep -c "^server: frame complete fd=$1: " "$T/server.err")"
         END { exit late == 0 }' "$T/server.err"
 }
 
+@test "threads, deterministic (generation check, test hook): a reply held back past its connection's close is dropped; the new client on that fd gets only its own" {
+    # SERVER_WORKER_DELAY_MS holds every job 1500 ms. A sends one good frame
+    # (it goes to the worker) and then a bad one: the server closes A at once,
+    # with A's reply still out. B connects at once and gets A's fd number.
+    SERVER_WORKER_DELAY_MS=1500 start_server server "$(bin $L server)" --threads 1 --port 0 -v
+    z16='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf "\x00\x00\x00\x00\x05\x00\x00\x00\x00${z16}hello\x02" >&"$a"
+    wait_until 5 grep -q 'protocol error: bad flags' "$T/server.err"
+    fd=$(sed -n 's/^server: accept fd=\([0-9]*\) .*/\1/p' "$T/server.err" | head -n 1)
+    wait_until 5 grep -q "^server: close fd=$fd " "$T/server.err"
+    run timeout 20 "$(bin tools slowreader)" --port "$PORT" --send 1 --size 1000 --expect 1 --read-for 15
+    echo "B: $output"
+    exec {a}>&-
+    [ "$status" -eq 0 ]
+    [[ $output == *"slowreader: received 1 messages"*"all intact"* ]]
+    # B had A's fd number, and A's reply came back while B was connected, and was dropped
+    [ "$(grep -c "^server: accept fd=$fd " "$T/server.err")" -eq 2 ]
+    awk -v fd="$fd" 'index($0, "server: accept fd=" fd " ") == 1 { n++ }
+        n == 2 && index($0, "server: reply for fd=" fd " generation 1 dropped") == 1 { late++ }
+        END { exit late != 1 }' "$T/server.err"
+}
+
 fairness() {
     start_server server "$(bin $L server)" --mode "$1" --port 0
     start_bg flood "$(bin $L client)" --port "$PORT" --body-bytes 1048576 --repeat 200 --quiet
