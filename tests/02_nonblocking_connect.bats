@@ -171,3 +171,48 @@ high_fd() {
     [ "$status" -eq 2 ]
     [ "$output" = "client: --wait wants poll or select" ]
 }
+
+# ---- connect() returning 0 at once: the exception connect.c's comment names ----
+
+# fastopen_setting: net.ipv4.tcp_fastopen of this network namespace; skips
+# the test when it lacks the client bit (1): TCP_FASTOPEN_CONNECT cannot be set.
+fastopen_setting() {
+    TFO=$(cat /proc/sys/net/ipv4/tcp_fastopen)
+    if [ $((TFO & 1)) -eq 0 ]; then
+        skip "net.ipv4.tcp_fastopen=$TFO lacks the client bit (1): setting TCP_FASTOPEN_CONNECT fails"
+    fi
+}
+
+@test "a non-blocking connect on loopback is EINPROGRESS, with TCP_FASTOPEN_CONNECT too until a cookie is held; TCP_FASTOPEN_NO_COOKIE makes it 0, SYN unsent" {
+    fastopen_setting
+    run timeout 30 "$BIN_ROOT/tools/tfo_connect"
+    echo "net.ipv4.tcp_fastopen=$TFO; $(uname -r)"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 4 ]
+    [ "${lines[0]}" = "plain: connect() = -1 EINPROGRESS, SYN sent" ]
+    [ "${lines[3]}" = "TCP_FASTOPEN_CONNECT and TCP_FASTOPEN_NO_COOKIE: connect() = 0, SYN not sent" ]
+    if [ $((TFO & 2)) -ne 0 ]; then
+        # with the server bit the listener hands out cookies, and one for
+        # 127.0.0.1 may be cached already: the next test shows that case
+        return 0
+    fi
+    [ "${lines[1]}" = "TCP_FASTOPEN_CONNECT, first: connect() = -1 EINPROGRESS, SYN sent" ]
+    [ "${lines[2]}" = "TCP_FASTOPEN_CONNECT, after a handshake: connect() = -1 EINPROGRESS, SYN sent" ]
+}
+
+@test "with TCP_FASTOPEN_CONNECT, once the first handshake brought a Fast Open cookie, connect() returns 0 at once, SYN unsent (private network namespace)" {
+    if ! unshare -n true 2>/dev/null; then
+        skip "cannot make a network namespace here (unshare -n needs root or user namespaces)"
+    fi
+    # a fresh namespace: no cookie cached yet, and a setting of its own
+    # (client and server bits) that leaves the machine's alone
+    run timeout 30 unshare -n bash -c 'ip link set lo up && echo 3 >/proc/sys/net/ipv4/tcp_fastopen && exec "$0"' \
+        "$BIN_ROOT/tools/tfo_connect"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$output" = "plain: connect() = -1 EINPROGRESS, SYN sent
+TCP_FASTOPEN_CONNECT, first: connect() = -1 EINPROGRESS, SYN sent
+TCP_FASTOPEN_CONNECT, after a handshake: connect() = 0, SYN not sent
+TCP_FASTOPEN_CONNECT and TCP_FASTOPEN_NO_COOKIE: connect() = 0, SYN not sent" ]
+}
