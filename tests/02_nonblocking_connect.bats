@@ -216,3 +216,7 @@ TCP_FASTOPEN_CONNECT, first: connect() = -1 EINPROGRESS, SYN sent
 TCP_FASTOPEN_CONNECT, after a handshake: connect() = 0, SYN not sent
 TCP_FASTOPEN_CONNECT and TCP_FASTOPEN_NO_COOKIE: connect() = 0, SYN not sent" ]
 }
+
+@test "getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}

@@ -367,3 +367,11 @@ both_waiting() {
     # fixed 6-byte records: the helper's "hello\n" is one message, echoed as it came
     stop_race_closed $L --mode lt --framing fixed --record-bytes 6
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
+}

@@ -426,3 +426,11 @@ enough_fds() {
     [ "$held" -le $((start + 40960)) ]
     kill "$load"
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
+}

@@ -426,15 +426,20 @@ refused_after_sending() {
     echo_on "$first" "still served"
 }
 
+# need_strace: skip the test, saying why, unless strace can trace here.
+need_strace() {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+}
+
 # accept_error_injected LESSON MODE ERRNO [ARGS...]: strace makes the
 # server's first accept4 fail with ERRNO while a client waits in the queue
 # (no connection is consumed: the injected call does not run). The client
 # must be served: it sends "served anyway\n" and reads it back, so servers
 # that frame messages get ARGS (e.g. 14-byte fixed records).
 accept_error_injected() {
-    if ! strace -o /dev/null true 2>/dev/null; then
-        skip "strace is not installed or cannot trace here"
-    fi
+    need_strace
     local l=$1 mode=$2 err=$3
     shift 3
     start_traced server -qq -o "$T/strace.log" -e trace=accept4,epoll_ctl -e "inject=accept4:error=$err:when=1" \
@@ -451,9 +456,7 @@ accept_error_injected() {
 # a signal that lands between the loop's check and the wait is delivered
 # when the wait starts, which returns EINTR at once.
 stop_race_closed() {
-    if ! strace -o /dev/null true 2>/dev/null; then
-        skip "strace is not installed or cannot trace here"
-    fi
+    need_strace
     local l=$1
     shift
     start_traced server -qq -o "$T/strace.log" -e trace=rt_sigprocmask,poll,ppoll,select,pselect6,epoll_wait,epoll_pwait \
@@ -475,4 +478,52 @@ stop_race_closed() {
     [ "$(grep -cE '^(ppoll|pselect6|epoll_pwait)\(.*(, \[\], 8\)|sigmask=\[\],).* = [0-9]+' "$T/strace.log")" -eq "$waits" ]
     grep -E '^(ppoll|pselect6|epoll_pwait)\(' "$T/strace.log" | tail -n 1 | grep -qE '= (-1 EINTR|\? ERESTARTNOHAND)'
 
+}
+
+# connect_so_error_fails LESSON: (lessons 2 to 9) strace makes the client's
+# getsockopt(SO_ERROR), its question after the non-blocking connect became
+# writable, fail with ENOBUFS. The connect itself succeeded (the lesson's
+# server listens), but the client cannot know: one line naming the failure,
+# exit status 1, no crash.
+connect_so_error_fails() {
+    need_strace
+    local l=$1
+    shift
+    start_server server "$(bin "$l" server)" "$@" --port 0
+    export ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}" # LeakSanitizer cannot run under ptrace
+    run timeout 60 strace -qq -o "$T/strace.log" -e trace=getsockopt -e inject=getsockopt:error=ENOBUFS:when=1 \
+        "$(bin "$l" client)" --port "$PORT" --timeout 5000 --connect-only
+    cat "$T/strace.log"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ failed\ to\ connect\ to\ 127\.0\.0\.1:$PORT\ after\ [0-9]+\.[0-9]\ ms:\ No\ buffer\ space\ available$ ]]
+    grep -qE '^getsockopt\([0-9]+, SOL_SOCKET, SO_ERROR, .* = -1 ENOBUFS .*\(INJECTED\)$' "$T/strace.log"
+}
+
+# so_error_query_fails LESSON SERVER_ARGS...: (lessons 4 to 9) strace makes
+# the server's first getsockopt, its SO_ERROR question after an EPOLLERR,
+# fail with ENOBUFS. The EPOLLERR comes from an RST: a client closes with the
+# echo of its line still unread. That connection alone is closed, with one
+# line naming the failure, and the server serves a new client. Every line is
+# 14 bytes, for servers that frame fixed records (--record-bytes 14).
+so_error_query_fails() {
+    need_strace
+    local l=$1 fds
+    shift
+    start_traced server -qq -o "$T/strace.log" -e trace=getsockopt -e inject=getsockopt:error=ENOBUFS:when=1 \
+        -- "$(bin "$l" server)" "$@" --port 0
+    fds=$(open_fds "$TRACED_PID")
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$b" "reset me soon"
+    printf 'never read it\n' >&"$b"
+    # the echo waits unread in our receive buffer: closing now sends an RST
+    wait_until 10 bash -c "ss -tnH '( dport = :$PORT )' | awk '\$1 >= 14 { f = 1 } END { exit !f }'"
+    exec {b}>&-
+    wait_until 10 grep -qE '^server: 127\.0\.0\.1:[0-9]+: No buffer space available$' "$T/server.err"
+    wait_until 10 fds_back_to "$TRACED_PID" "$fds"
+    cat "$T/strace.log"
+    grep -qE '^getsockopt\([0-9]+, SOL_SOCKET, SO_ERROR, .* = -1 ENOBUFS .*\(INJECTED\)$' "$T/strace.log"
+    exec {c}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$c" "served anyway"
+    exec {c}>&-
 }
