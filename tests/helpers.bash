@@ -177,6 +177,22 @@ doc_cmd() {
         timeout 60 bash -c "cd '$ROOT' && $cmd"
 }
 
+# doc_cmd_std_fds MD 'COMMAND': doc_cmd for a command that does not build,
+# run as a student's shell runs it: with only fds 0 to 2 open (bats holds
+# more, which the programs would inherit, and the fd numbers they print
+# would differ from the text's).
+doc_cmd_std_fds() {
+    local lesson
+    if ! printed_in "$1" "$2"; then
+        echo "'$2' is not printed in $(doc_path "$1")" >&2
+        return 1
+    fi
+    lesson=$(basename "$(doc_path "$1")" .md)
+    run env LESSON="$lesson" BIN_DIR="$BIN_ROOT/$lesson" TOOLS_BIN_DIR="$BIN_ROOT/tools" timeout 60 bash -c \
+        'for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -le 2 ] || eval "exec $n>&-"; done; cd "$0" && eval "$1"' \
+        "$ROOT" "$2"
+}
+
 # build_transcript_is MD 'COMMAND': the build lines a text prints under
 # "$ COMMAND", up to its "lesson N (...) is built" line, are exactly the
 # first lines of $output (from doc_cmd of that command), trailing blanks aside.
@@ -191,6 +207,44 @@ build_transcript_is() {
         diff <(echo "$shown") <(echo "$real") || true
         return 1
     fi
+}
+
+# demo_streams_are MD 'COMMAND' LABEL...: the transcript a text prints under
+# "$ COMMAND" (up to the closing ```) and $output (from doc_cmd of that
+# command) agree stream by stream: within each "== " section of the demo,
+# the lines each LABEL printed ("  [LABEL] ...", or "-" for the demo's own
+# unlabelled lines: titles and notes) are the same lines in the same order.
+# Streams are compared apart, not interleaved: the demo follows each
+# program's output every 50 ms, so their lines may interleave differently
+# from run to run (the texts say so). Ports, times in ms, blank lines,
+# trailing blanks and the titles' bold escapes are normalised away (tests
+# of their own check the times that matter).
+demo_streams_are() {
+    local md=$1 cmd=$2 label shown rc=0
+    shift 2
+    shown=$(DOC_BLOCK_CMD="\$ $cmd" awk 'found && /^```/ { exit } found { print }
+        $0 == ENVIRON["DOC_BLOCK_CMD"] { found = 1 }' "$(doc_path "$md")")
+    for label in "$@"; do
+        if [ "$(demo_stream "$label" <<<"$shown")" != "$(demo_stream "$label" <<<"$output")" ]; then
+            echo "stream [$label] differs (< the text, > the run):"
+            diff <(demo_stream "$label" <<<"$shown") <(demo_stream "$label" <<<"$output") || true
+            rc=1
+        fi
+    done
+    return $rc
+}
+
+# demo_stream LABEL: (for demo_streams_are) the lines of a demo transcript
+# on stdin that LABEL printed, each prefixed with its section number.
+demo_stream() {
+    sed -E 's/\x1b\[[0-9;]*m//g; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g; s/[0-9]+(\.[0-9]+)? ms/T ms/g; s/ +$//' |
+        DEMO_LABEL=$1 awk '/^== / { section++ }
+            /^$/ { next }
+            {
+                label = "-"
+                if (match($0, /^  \[[^]]+\] /)) label = substr($0, 4, RLENGTH - 5)
+                if (label == ENVIRON["DEMO_LABEL"]) print section "\t" $0
+            }'
 }
 
 # fresh_copy: the repository's files (tracked, plus new files not ignored),
