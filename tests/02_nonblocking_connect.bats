@@ -126,26 +126,13 @@ time_wait_on() { ss -tanH state time-wait "( sport = :$1 )" | grep -q .; }
     [ "$delays" = "100 200 400 800 1600 2000 " ]
 }
 
-# high_fd CMD...: run CMD with descriptors 3 to 1030 already open, so that the
-# socket it creates next is fd 1031, above FD_SETSIZE (1024).
-high_fd() {
-    bash -c '[ "$(ulimit -n)" -ge 1100 ] || ulimit -n 1100 || exit
-        for fd in $(seq 3 1030); do eval "exec $fd</dev/null"; done
-        exec "$@"' high_fd "$@"
-}
-
 @test "--wait poll connects a socket whose fd is above FD_SETSIZE" {
-    start_server server "$(bin $L server)" --port 0
-    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait poll -v
-    [ "$status" -eq 0 ]
+    connect_poll_above_fd_setsize
     [[ ${lines[1]} =~ ^client:\ connected\ fd=1031\ 127\.0\.0\.1:[0-9]+\ -\>\ 127\.0\.0\.1:$PORT$ ]]
 }
 
 @test "--wait select refuses a socket fd above FD_SETSIZE with a line naming FD_SETSIZE, exit 1" {
-    start_server server "$(bin $L server)" --port 0
-    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait select
-    [ "$status" -eq 1 ]
-    [ "$output" = "client: cannot wait for the connect to 127.0.0.1:$PORT with select(): the socket's fd is not below FD_SETSIZE (1024); --wait poll has no such limit" ]
+    connect_select_fd_too_high
 }
 
 @test "the outcomes demo shows all four results with their exit statuses" {

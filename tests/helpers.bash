@@ -581,3 +581,184 @@ so_error_query_fails() {
     echo_on "$c" "served anyway"
     exec {c}>&-
 }
+
+# ---- lesson 4's and 7's mechanisms, carried into later lessons: one body
+# ---- each, called by every suite whose lesson has the mechanism ($L)
+
+# accept_one_connection_error_skipped [ARGS...]: (et) accept failing for
+# one connection (EPROTO) does not end the accept loop and pauses nothing:
+# the client queued behind it is served in the same turn.
+accept_one_connection_error_skipped() {
+    accept_error_injected "$L" et EPROTO "$@"
+    grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
+    refute grep -q pausing "$T/server.err"
+}
+
+# accept_paused_listener_readded [ARGS...]: (et) an accept error not about
+# one connection (ENOBUFS) pauses accepting: one line, the listener DEL'd
+# from the interest list, then ADDed again (which reports the client queued
+# meanwhile), and that client served.
+accept_paused_listener_readded() {
+    local listener
+    accept_error_injected "$L" et ENOBUFS "$@"
+    grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
+    listener=$(grep -oE '^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, [0-9]+, \{events=EPOLLIN\|EPOLLET,' "$T/strace.log" |
+        head -n 1 | grep -oE 'ADD, [0-9]+' | grep -oE '[0-9]+$')
+    grep -qE "^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, $listener, " "$T/strace.log"
+    [ "$(grep -cE "^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, $listener, \{events=EPOLLIN\|EPOLLET," "$T/strace.log")" -eq 2 ]
+}
+
+# et_accepts_whole_burst [ARGS...]: 300 clients connect while the et server
+# is stopped (SIGSTOP): the kernel queues them, and on SIGCONT the listener
+# reports ONE edge for all of them. Each must be served (a 2-byte line:
+# servers that frame fixed records get ARGS --record-bytes 2).
+et_accepts_whole_burst() {
+    local fds=() fd i
+    start_server server "$(bin "$L" server)" --mode et "$@" --port 0
+    kill -STOP "$PID"
+    for i in $(seq 300); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    kill -CONT "$PID"
+    for fd in "${fds[@]}"; do echo_on "$fd" x || { echo "fd $fd not served"; false; }; done
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+}
+
+# max_conns_refused: (lessons 7 and 9) --max-conns 2: a third connection is
+# refused at once (end of stream) and counted; the two stay open.
+max_conns_refused() {
+    local line
+    start_server server "$(bin "$L" server)" --port 0 --max-conns 2
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 9<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof 9
+    grep -qE 'refused: --max-conns reached$' "$T/server.err"
+    line=$(stats "$PID")
+    [ "$(counter refused "$line")" -eq 1 ]
+    [ "$(counter open "$line")" -eq 2 ]
+    exec 7<&- 8<&- 9<&-
+}
+
+# out_of_fds_refused: (lessons 7 and 9) under ulimit -n 32, 40 clients: the
+# extra ones are refused with one line each; once they leave, a new client
+# is served.
+out_of_fds_refused() {
+    local fds=() fd
+    start_server server bash -c "ulimit -n 32 && exec '$(bin "$L" server)' --port 0"
+    for _ in $(seq 40); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" && fds+=("$fd")
+    done
+    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
+    for fd in "${fds[@]}"; do exec {fd}<&-; done
+    run timeout 10 "$(bin "$L" client)" --port "$PORT" --retry 5 hello
+    [ "$status" -eq 0 ]
+    [[ $output == *'reply #1: 5 bytes: "hello"'* ]]
+}
+
+# sigterm_stops_gracefully: (lessons 7 and 9, signals read from a signalfd)
+# SIGTERM: idle connections get a FIN, new connections are refused (no
+# listener), the server lingers for the peers' FINs, then exits 0 with its
+# counters.
+sigterm_stops_gracefully() {
+    local server lingering line
+    start_server server "$(bin "$L" server)" --port 0 --linger-ms 5000
+    server=$PID
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 2 ]"
+    kill -TERM "$server"
+    at_eof 7 # our end of stream: the server's FIN
+    at_eof 8
+    # it lingers for our FINs, and accepts nobody meanwhile; it still answers
+    # SIGUSR1 with both connections open (kill -0 would not do: a child that
+    # exited stays a zombie until waited for)
+    lingering=$(stats "$server")
+    echo "$lingering"
+    [ "$(counter open "$lingering")" -eq 2 ]
+    run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
+    [ "$status" -ne 0 ]
+    [[ $output == *"Connection refused"* ]] # ECONNREFUSED: no listener any more
+    exec 7<&- 8<&- # our FINs: now it can finish
+    wait_exit "$server" 5
+    grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
+    line=$(grep '^stats at exit' "$T/server.out")
+    [ "$(counter closed_stop "$line")" -eq 2 ]
+    [ "$(counter open "$line")" -eq 0 ]
+}
+
+# sigint_stops_gracefully: (lessons 7 and 9) SIGINT stops like SIGTERM, exit 0.
+sigint_stops_gracefully() {
+    start_server server "$(bin "$L" server)" --port 0
+    run timeout 10 "$(bin "$L" client)" --port "$PORT" hello
+    [ "$status" -eq 0 ]
+    kill -INT "$PID"
+    wait_exit "$PID" 5
+    grep -q 'server: Interrupt: stopping gracefully' "$T/server.err"
+    grep -q '^stats at exit: accepted=1 open=0 ' "$T/server.out"
+}
+
+# stop_with_accept_queue: (lessons 7 and 9) the stop race, closed by the
+# signalfd: SIGTERM arrives while the server is stopped and three clients
+# wait in its accept queue. On SIGCONT the signalfd is ready before the
+# listener; each queued client is accepted and gets a FIN, never a reset,
+# and the closed listener is never accepted on.
+stop_with_accept_queue() {
+    local server pids=() pid rc i line
+    start_server server "$(bin "$L" server)" --port 0
+    server=$PID
+    kill -STOP "$server"
+    kill -TERM "$server" # pending: the signalfd becomes ready before the listener
+    for i in 1 2 3; do
+        start_bg "client$i" "$(bin "$L" client)" --port "$PORT" ping
+        pids+=("$PID")
+    done
+    # the kernel completes the handshakes while the server is stopped: 3 in its queue
+    wait_until 10 bash -c "[ \$(ss -tnH '( sport = :$PORT )' | wc -l) -eq 3 ]"
+    kill -CONT "$server"
+    for pid in "${pids[@]}"; do
+        rc=0
+        wait_exit "$pid" 10 || rc=$?
+        [ "$rc" -eq 1 ] # no reply: the stop began before the connection was accepted
+    done
+    for i in 1 2 3; do
+        grep -qx 'client: server closed the connection after 0 of 1 replies' "$T/client$i.err"
+    done
+    wait_exit "$server" 10
+    refute grep -q 'accept:' "$T/server.err" # the listener's event came after it was closed
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter accepted "$line")" -eq 3 ]
+    [ "$(counter closed_stop "$line")" -eq 3 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+}
+
+# high_fd CMD...: run CMD with descriptors 3 to 1030 already open, so that the
+# socket it creates next is fd 1031, above FD_SETSIZE (1024).
+high_fd() {
+    bash -c '[ "$(ulimit -n)" -ge 1100 ] || ulimit -n 1100 || exit
+        for fd in $(seq 3 1030); do eval "exec $fd</dev/null"; done
+        exec "$@"' high_fd "$@"
+}
+
+# connect_poll_above_fd_setsize: (lessons 2 to 9) the client's --wait poll
+# connects a socket whose fd (1031) is above FD_SETSIZE. ($output: the
+# client's, with -v.)
+connect_poll_above_fd_setsize() {
+    start_server server "$(bin "$L" server)" --port 0
+    run high_fd timeout 120 "$(bin "$L" client)" --port "$PORT" --timeout 1000 --connect-only --wait poll -v
+    [ "$status" -eq 0 ]
+    [[ ${lines[0]} =~ ^client:\ connected\ to\ 127\.0\.0\.1:$PORT\ in\ [0-9]+\.[0-9]\ ms$ ]]
+}
+
+# connect_select_fd_too_high: (lessons 2 to 9) the client's --wait select
+# refuses a socket fd above FD_SETSIZE with one line naming it, exit 1
+# (CONNECT_FD_TOO_HIGH), instead of FD_SET past the end of the set.
+connect_select_fd_too_high() {
+    start_server server "$(bin "$L" server)" --port 0
+    run high_fd timeout 120 "$(bin "$L" client)" --port "$PORT" --timeout 1000 --connect-only --wait select
+    [ "$status" -eq 1 ]
+    [ "$output" = "client: cannot wait for the connect to 127.0.0.1:$PORT with select(): the socket's fd is not below FD_SETSIZE (1024); --wait poll has no such limit" ]
+}
+
