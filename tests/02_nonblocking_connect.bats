@@ -172,7 +172,7 @@ fastopen_setting() {
 
 @test "a non-blocking connect on loopback is EINPROGRESS, with TCP_FASTOPEN_CONNECT too until a cookie is held; TCP_FASTOPEN_NO_COOKIE makes it 0, SYN unsent" {
     fastopen_setting
-    run timeout 30 "$BIN_ROOT/tools/tfo_connect"
+    run timeout 30 "$BIN_ROOT/tests/tfo_connect"
     echo "net.ipv4.tcp_fastopen=$TFO; $(uname -r)"
     echo "$output"
     [ "$status" -eq 0 ]
@@ -195,7 +195,7 @@ fastopen_setting() {
     # a fresh namespace: no cookie cached yet, and a setting of its own
     # (client and server bits) that leaves the machine's alone
     run timeout 30 unshare -n bash -c 'ip link set lo up && echo 3 >/proc/sys/net/ipv4/tcp_fastopen && exec "$0"' \
-        "$BIN_ROOT/tools/tfo_connect"
+        "$BIN_ROOT/tests/tfo_connect"
     echo "$output"
     [ "$status" -eq 0 ]
     [ "$output" = "plain: connect() = -1 EINPROGRESS, SYN sent

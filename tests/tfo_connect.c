@@ -1,5 +1,8 @@
 /* tfo_connect.c -- what a non-blocking connect() returns on loopback, with and without Fast Open */
 //
+// A probe for tests/02_nonblocking_connect.bats, built by the top-level make sanitize into
+// build/asan/tests/ (not a tool: make lesson-N does not build it).
+//
 // Lesson 2 says a non-blocking TCP connect() returns -1 with EINPROGRESS, even on loopback,
 // unless TCP_FASTOPEN_CONNECT is set and a Fast Open cookie for the server (or
 // TCP_FASTOPEN_NO_COOKIE, which needs none) lets the kernel put off the SYN until the first
@@ -106,7 +109,7 @@ int main(int argc, char **argv)
     (void)argv;
     if (argc != 1) {
         fprintf(stderr, "usage: tfo_connect (no arguments; see the comment at the top of "
-                        "tools/tfo_connect.c)\n");
+                        "tests/tfo_connect.c)\n");
         return 2;
     }
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
