@@ -45,6 +45,15 @@ sanitize:
 	  $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' \
 	    EXTRA_CFLAGS='$(SAN_FLAGS)' OUT=$(CURDIR)/$(SAN_DIR)/$$d || exit 1; done
 
+# C probes the test suites run (tests/*.c), built with the sanitizer build
+# only: make lesson-N does not build them, so the texts' build transcripts
+# do not show them.
+TEST_PROBES := $(patsubst tests/%.c,$(SAN_DIR)/tests/%,$(wildcard tests/*.c))
+sanitize: $(TEST_PROBES)
+$(SAN_DIR)/tests/%: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $<
+
 # ThreadSanitizer cannot be combined with ASan: a separate build.
 sanitize-thread:
 	@for d in $(filter-out 01_% 02_% 03_% 04_% 05_%,$(LESSONS)); do \

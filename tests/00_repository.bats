@@ -55,14 +55,14 @@ lesson_dirs() { (cd "$ROOT" && ls -d [0-9][0-9]_*/ | tr -d /); }
 @test "the C sources follow .clang-format" {
     command -v clang-format >/dev/null || skip "clang-format is not installed"
     cd "$ROOT"
-    run clang-format --dry-run -Werror [0-9][0-9]_*/*.[ch] tools/*.c fuzz/*.c
+    run clang-format --dry-run -Werror [0-9][0-9]_*/*.[ch] tools/*.c fuzz/*.c tests/*.c
     [ "$status" -eq 0 ] || { echo "$output" | head -40; false; }
 }
 
 @test "cppcheck finds nothing in the C sources" {
     command -v cppcheck >/dev/null || skip "cppcheck is not installed"
     cd "$ROOT"
-    for d in $(lesson_dirs) tools fuzz; do
+    for d in $(lesson_dirs) tools fuzz tests; do
         run cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
             --inline-suppr -D_GNU_SOURCE "$d"
         [ "$status" -eq 0 ] || { echo "$d: $output"; false; }

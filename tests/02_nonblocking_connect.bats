@@ -126,26 +126,13 @@ time_wait_on() { ss -tanH state time-wait "( sport = :$1 )" | grep -q .; }
     [ "$delays" = "100 200 400 800 1600 2000 " ]
 }
 
-# high_fd CMD...: run CMD with descriptors 3 to 1030 already open, so that the
-# socket it creates next is fd 1031, above FD_SETSIZE (1024).
-high_fd() {
-    bash -c '[ "$(ulimit -n)" -ge 1100 ] || ulimit -n 1100 || exit
-        for fd in $(seq 3 1030); do eval "exec $fd</dev/null"; done
-        exec "$@"' high_fd "$@"
-}
-
 @test "--wait poll connects a socket whose fd is above FD_SETSIZE" {
-    start_server server "$(bin $L server)" --port 0
-    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait poll -v
-    [ "$status" -eq 0 ]
+    connect_poll_above_fd_setsize
     [[ ${lines[1]} =~ ^client:\ connected\ fd=1031\ 127\.0\.0\.1:[0-9]+\ -\>\ 127\.0\.0\.1:$PORT$ ]]
 }
 
 @test "--wait select refuses a socket fd above FD_SETSIZE with a line naming FD_SETSIZE, exit 1" {
-    start_server server "$(bin $L server)" --port 0
-    run high_fd timeout 120 "$(bin $L client)" --port "$PORT" --timeout 1000 --connect-only --wait select
-    [ "$status" -eq 1 ]
-    [ "$output" = "client: cannot wait for the connect to 127.0.0.1:$PORT with select(): the socket's fd is not below FD_SETSIZE (1024); --wait poll has no such limit" ]
+    connect_select_fd_too_high
 }
 
 @test "the outcomes demo shows all four results with their exit statuses" {
@@ -170,4 +157,53 @@ high_fd() {
     run client --port 1 --wait epoll
     [ "$status" -eq 2 ]
     [ "$output" = "client: --wait wants poll or select" ]
+}
+
+# ---- connect() returning 0 at once: the exception connect.c's comment names ----
+
+# fastopen_setting: net.ipv4.tcp_fastopen of this network namespace; skips
+# the test when it lacks the client bit (1): TCP_FASTOPEN_CONNECT cannot be set.
+fastopen_setting() {
+    TFO=$(cat /proc/sys/net/ipv4/tcp_fastopen)
+    if [ $((TFO & 1)) -eq 0 ]; then
+        skip "net.ipv4.tcp_fastopen=$TFO lacks the client bit (1): setting TCP_FASTOPEN_CONNECT fails"
+    fi
+}
+
+@test "a non-blocking connect on loopback is EINPROGRESS, with TCP_FASTOPEN_CONNECT too until a cookie is held; TCP_FASTOPEN_NO_COOKIE makes it 0, SYN unsent" {
+    fastopen_setting
+    run timeout 30 "$BIN_ROOT/tests/tfo_connect"
+    echo "net.ipv4.tcp_fastopen=$TFO; $(uname -r)"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 4 ]
+    [ "${lines[0]}" = "plain: connect() = -1 EINPROGRESS, SYN sent" ]
+    [ "${lines[3]}" = "TCP_FASTOPEN_CONNECT and TCP_FASTOPEN_NO_COOKIE: connect() = 0, SYN not sent" ]
+    if [ $((TFO & 2)) -ne 0 ]; then
+        # with the server bit the listener hands out cookies, and one for
+        # 127.0.0.1 may be cached already: the next test shows that case
+        return 0
+    fi
+    [ "${lines[1]}" = "TCP_FASTOPEN_CONNECT, first: connect() = -1 EINPROGRESS, SYN sent" ]
+    [ "${lines[2]}" = "TCP_FASTOPEN_CONNECT, after a handshake: connect() = -1 EINPROGRESS, SYN sent" ]
+}
+
+@test "with TCP_FASTOPEN_CONNECT, once the first handshake brought a Fast Open cookie, connect() returns 0 at once, SYN unsent (private network namespace)" {
+    if ! unshare -n true 2>/dev/null; then
+        skip "cannot make a network namespace here (unshare -n needs root or user namespaces)"
+    fi
+    # a fresh namespace: no cookie cached yet, and a setting of its own
+    # (client and server bits) that leaves the machine's alone
+    run timeout 30 unshare -n bash -c 'ip link set lo up && echo 3 >/proc/sys/net/ipv4/tcp_fastopen && exec "$0"' \
+        "$BIN_ROOT/tests/tfo_connect"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$output" = "plain: connect() = -1 EINPROGRESS, SYN sent
+TCP_FASTOPEN_CONNECT, first: connect() = -1 EINPROGRESS, SYN sent
+TCP_FASTOPEN_CONNECT, after a handshake: connect() = 0, SYN not sent
+TCP_FASTOPEN_CONNECT and TCP_FASTOPEN_NO_COOKIE: connect() = 0, SYN not sent" ]
+}
+
+@test "getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
 }

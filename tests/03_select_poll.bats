@@ -235,3 +235,7 @@ fd_limit() {
     exec 6>&-
     cmp "$T/in.data" "$T/out.data"
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}

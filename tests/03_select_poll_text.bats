@@ -103,6 +103,12 @@ fin_and_line_waiting() {
     grep -qxF "   The sixth connection was closed at once instead of corrupting memory with FD_SET(1024)." <<<"$output"
 }
 
+@test "./run fdsetsize prints what the text shows, line for line (ports and times aside)" {
+    doc_cmd_std_fds 03_select_poll.md './run fdsetsize'
+    [ "$status" -eq 0 ]
+    demo_streams_are 03_select_poll.md './run fdsetsize' - server client
+}
+
 @test "./run --help lists the lesson's scenarios and how to start the programs" {
     doc_cmd 03_select_poll.md './run --help'
     [ "$status" -eq 0 ]
@@ -216,6 +222,12 @@ TRACE
     grep -qx '  \[client\] served again' <<<"$output"
 }
 
+@test "./run fdlimit prints what the text shows, line for line (ports and times aside)" {
+    doc_cmd_std_fds 03_select_poll.md './run fdlimit'
+    [ "$status" -eq 0 ]
+    demo_streams_are 03_select_poll.md './run fdlimit' - server client
+}
+
 @test "ulimit -n prints the soft limit on open files" {
     doc_cmd 03_select_poll.md 'ulimit -n'
     [ "$status" -eq 0 ]
@@ -236,6 +248,12 @@ TRACE
     [ "$status" -eq 0 ]
     grep -qxF "   sent 20000000 bytes, received 20000000 back: the client reads whenever data arrives," <<<"$output"
     grep -qxF "   even while it still has input to send, so nobody waits for anybody forever." <<<"$output"
+}
+
+@test "./run bigecho prints what the text shows, line for line (ports and times aside)" {
+    doc_cmd_std_fds 03_select_poll.md './run bigecho'
+    [ "$status" -eq 0 ]
+    demo_streams_are 03_select_poll.md './run bigecho' - server client
 }
 
 @test "every command printed in lessons/03_select_poll.md is run by a test" { every_doc_cmd_is_tested 03_select_poll.md; }

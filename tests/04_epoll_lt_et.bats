@@ -233,3 +233,15 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     grep -qE '^client: send fd=[0-9]+ <- 4000 bytes$' <<<"$output"
     grep -qx 'burst: sent 4000 bytes in one write, 4000 came back' <<<"$output"
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "lt: getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --mode lt
+}
+
+@test "et: getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --mode et
+}

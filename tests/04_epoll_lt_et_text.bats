@@ -57,9 +57,7 @@ event_after_all_sent() {
 @test "./run modes: the first connection is fd 6, as the text explains (0-2 std, 3 listener, 4 spare, 5 epoll)" {
     # as a student runs it: with only fds 0-2 open (bats holds more, which
     # the programs would inherit)
-    printed_in 04_epoll_lt_et.md './run modes'
-    run env LESSON=$L BIN_DIR="$BIN_ROOT/$L" TOOLS_BIN_DIR="$BIN_ROOT/tools" timeout 60 bash -c \
-        'for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -le 2 ] || eval "exec $n>&-"; done; cd "$0" && exec ./run modes' "$ROOT"
+    doc_cmd_std_fds 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     [ "$(grep -cE '\[server\] server: accept fd=6 from 127\.0\.0\.1:[0-9]+ \(1 connections\)$' <<<"$output")" -eq 3 ]
     grep -qF 'The first connection is fd 6 in' "$ROOT/lessons/$MD"
@@ -69,6 +67,13 @@ event_after_all_sent() {
     [[ $(readlink "/proc/$PID/fd/3") == socket:* ]]
     [ "$(readlink "/proc/$PID/fd/4")" = /dev/null ]
     [ "$(readlink "/proc/$PID/fd/5")" = 'anon_inode:[eventpoll]' ]
+}
+
+@test "./run modes prints what the text shows: the server's trace, the client's lines and the notes, line for line in each mode" {
+    # as a student runs it, so that the fd numbers are the text's
+    doc_cmd_std_fds 04_epoll_lt_et.md './run modes'
+    [ "$status" -eq 0 ]
+    demo_streams_are 04_epoll_lt_et.md './run modes' - server client
 }
 
 @test "./run modes: lt gets one EPOLLIN per 1024-byte read (4 for the burst, 1 for the nudge)" {

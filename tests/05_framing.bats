@@ -295,3 +295,11 @@ bad_frame() {
     [[ $output == *"client: 1 message sent, 1 reply, all intact"* ]]
     refute grep -q 'protocol error' "$T/server.err"
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
+}

@@ -402,3 +402,24 @@ both_waiting() {
     # fixed 6-byte records: the helper's "hello\n" is one message, echoed as it came
     stop_race_closed $L --mode lt --framing fixed --record-bytes 6
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
+}
+
+@test "et: accept failing for one connection (EPROTO) does not end the accept loop (lesson 4's fix, carried)" {
+    # 14-byte fixed records: the helper's "served anyway\n" is one message
+    accept_one_connection_error_skipped --framing fixed --record-bytes 14
+}
+
+@test "et: an accept error not about one connection (ENOBUFS) pauses accepting: the listener is DEL'd, then ADDed, and the queued client served" {
+    accept_paused_listener_readded --framing fixed --record-bytes 14
+}
+
+@test "et: 300 connections that arrive together are all accepted on one edge (accept until EAGAIN, lesson 4's fix, carried)" {
+    et_accepts_whole_burst --framing fixed --record-bytes 2
+}

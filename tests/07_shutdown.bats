@@ -72,39 +72,11 @@ rst_loses_the_tail() {
 }
 
 @test "SIGTERM: idle connections get a FIN, new connections are refused, the server exits 0 with its counters" {
-    start_server server "$(bin $L server)" --port 0 --linger-ms 5000
-    server=$PID
-    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
-    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
-    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 2 ]"
-    kill -TERM "$server"
-    at_eof 7 # our end of stream: the server's FIN
-    at_eof 8
-    # it lingers for our FINs, and accepts nobody meanwhile; it still answers
-    # SIGUSR1 with both connections open (kill -0 would not do: a child that
-    # exited stays a zombie until waited for)
-    lingering=$(stats "$server")
-    echo "$lingering"
-    [ "$(counter open "$lingering")" -eq 2 ]
-    run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
-    [ "$status" -ne 0 ]
-    [[ $output == *"Connection refused"* ]] # ECONNREFUSED: no listener any more
-    exec 7<&- 8<&- # our FINs: now it can finish
-    wait_exit "$server" 5
-    grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
-    line=$(grep '^stats at exit' "$T/server.out")
-    [ "$(counter closed_stop "$line")" -eq 2 ]
-    [ "$(counter open "$line")" -eq 0 ]
+    sigterm_stops_gracefully
 }
 
 @test "SIGINT stops gracefully too, with exit status 0" {
-    start_server server "$(bin $L server)" --port 0
-    run timeout 10 "$(bin $L client)" --port "$PORT" hello
-    [ "$status" -eq 0 ]
-    kill -INT "$PID"
-    wait_exit "$PID" 5
-    grep -q 'server: Interrupt: stopping gracefully' "$T/server.err"
-    grep -q '^stats at exit: accepted=1 open=0 ' "$T/server.out"
+    sigint_stops_gracefully
 }
 
 @test "stop deadline: a client that never reads is closed after --stop-timeout-ms, its replies counted as dropped" {
@@ -178,33 +150,7 @@ rst_loses_the_tail() {
 }
 
 @test "SIGTERM with connections still in the accept queue: each is accepted and gets a FIN, never a reset" {
-    start_server server "$(bin $L server)" --port 0
-    server=$PID
-    kill -STOP "$server"
-    kill -TERM "$server" # pending: the signalfd becomes ready before the listener
-    pids=()
-    for i in 1 2 3; do
-        start_bg "client$i" "$(bin $L client)" --port "$PORT" ping
-        pids+=("$PID")
-    done
-    # the kernel completes the handshakes while the server is stopped: 3 in its queue
-    wait_until 10 bash -c "[ \$(ss -tnH '( sport = :$PORT )' | wc -l) -eq 3 ]"
-    kill -CONT "$server"
-    for pid in "${pids[@]}"; do
-        rc=0
-        wait_exit "$pid" 10 || rc=$?
-        [ "$rc" -eq 1 ] # no reply: the stop began before the connection was accepted
-    done
-    for i in 1 2 3; do
-        grep -qx 'client: server closed the connection after 0 of 1 replies' "$T/client$i.err"
-    done
-    wait_exit "$server" 10
-    refute grep -q 'accept:' "$T/server.err" # the listener's event came after it was closed
-    line=$(grep '^stats at exit' "$T/server.out")
-    echo "$line"
-    [ "$(counter accepted "$line")" -eq 3 ]
-    [ "$(counter closed_stop "$line")" -eq 3 ]
-    [ "$(counter closed_error "$line")" -eq 0 ]
+    stop_with_accept_queue
 }
 
 @test "an idle server sleeps until its nearest deadline: no periodic wake-up for the stale-output check" {
@@ -366,29 +312,11 @@ drip_reader() {
 }
 
 @test "--max-conns 2: a third connection is refused at once and counted" {
-    start_server server "$(bin $L server)" --port 0 --max-conns 2
-    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
-    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
-    exec 9<>"/dev/tcp/127.0.0.1/$PORT"
-    at_eof 9
-    grep -qE 'refused: --max-conns reached$' "$T/server.err"
-    line=$(stats "$PID")
-    [ "$(counter refused "$line")" -eq 1 ]
-    [ "$(counter open "$line")" -eq 2 ]
-    exec 7<&- 8<&- 9<&-
+    max_conns_refused
 }
 
 @test "out of file descriptors (ulimit -n 32): extra clients are refused, the server keeps serving" {
-    start_server server bash -c "ulimit -n 32 && exec '$(bin $L server)' --port 0"
-    fds=()
-    for i in $(seq 40); do
-        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" && fds+=("$fd")
-    done
-    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
-    for fd in "${fds[@]}"; do exec {fd}<&-; done
-    run timeout 10 "$(bin $L client)" --port "$PORT" --retry 5 hello
-    [ "$status" -eq 0 ]
-    [[ $output == *'reply #1: 5 bytes: "hello"'* ]]
+    out_of_fds_refused
 }
 
 @test "--threads 4: a graceful stop delivers the workers' replies before the half-close" {
@@ -451,15 +379,17 @@ ex6_server() {
 
 @test "et: accept failing for one connection (EPROTO) does not end the accept loop (lesson 4's fix, carried)" {
     # 14-byte fixed records: the helper's "served anyway\n" is one message
-    accept_error_injected $L et EPROTO --framing fixed --record-bytes 14
-    grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
-    refute grep -q pausing "$T/server.err"
+    accept_one_connection_error_skipped --framing fixed --record-bytes 14
 }
 
 @test "et: an accept error not about one connection (ENOBUFS) pauses accepting: the listener is DEL'd, then ADDed, and the queued client served" {
-    accept_error_injected $L et ENOBUFS --framing fixed --record-bytes 14
-    grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
-    listener=$(grep -oE '^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, [0-9]+, \{events=EPOLLIN\|EPOLLET,' "$T/strace.log" | head -n 1 | grep -oE 'ADD, [0-9]+' | grep -oE '[0-9]+$')
-    grep -qE "^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, $listener, " "$T/strace.log"
-    [ "$(grep -cE "^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, $listener, \{events=EPOLLIN\|EPOLLET," "$T/strace.log")" -eq 2 ]
+    accept_paused_listener_readded --framing fixed --record-bytes 14
+}
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
 }

@@ -426,3 +426,54 @@ enough_fds() {
     [ "$held" -le $((start + 40960)) ]
     kill "$load"
 }
+
+@test "the client: getsockopt(SO_ERROR) failing after the connect (strace injects ENOBUFS): one line naming it, exit status 1" {
+    connect_so_error_fails $L
+}
+
+@test "getsockopt(SO_ERROR) failing after an EPOLLERR (strace injects ENOBUFS) closes that connection with one line naming it; a new client is served" {
+    so_error_query_fails $L --framing fixed --record-bytes 14
+}
+
+# ---- lessons 4 to 7's mechanisms, carried: the same tests as theirs ----
+
+@test "et: accept failing for one connection (EPROTO) does not end the accept loop (lesson 4's fix, carried)" {
+    # 14-byte fixed records: the helper's "served anyway\n" is one message
+    accept_one_connection_error_skipped --framing fixed --record-bytes 14
+}
+
+@test "et: an accept error not about one connection (ENOBUFS) pauses accepting: the listener is DEL'd, then ADDed, and the queued client served" {
+    accept_paused_listener_readded --framing fixed --record-bytes 14
+}
+
+@test "et: 300 connections that arrive together are all accepted on one edge (accept until EAGAIN, lesson 4's fix, carried)" {
+    et_accepts_whole_burst --framing fixed --record-bytes 2
+}
+
+@test "--max-conns 2: a third connection is refused at once and counted (lesson 7)" {
+    max_conns_refused
+}
+
+@test "out of file descriptors (ulimit -n 32): extra clients are refused, the server keeps serving (lesson 7)" {
+    out_of_fds_refused
+}
+
+@test "SIGTERM through the signalfd: idle connections get a FIN, new connections are refused, the server exits 0 with its counters (lesson 7)" {
+    sigterm_stops_gracefully
+}
+
+@test "SIGINT through the signalfd stops gracefully too, with exit status 0 (lesson 7)" {
+    sigint_stops_gracefully
+}
+
+@test "SIGTERM with connections still in the accept queue: each is accepted and gets a FIN, never a reset (the stop race, closed by the signalfd, lesson 7)" {
+    stop_with_accept_queue
+}
+
+@test "the client's --wait select refuses a socket fd above FD_SETSIZE with a line naming FD_SETSIZE, exit 1 (lesson 2)" {
+    connect_select_fd_too_high
+}
+
+@test "the client's --wait poll connects a socket whose fd is above FD_SETSIZE (lesson 2)" {
+    connect_poll_above_fd_setsize
+}

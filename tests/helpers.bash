@@ -177,6 +177,22 @@ doc_cmd() {
         timeout 60 bash -c "cd '$ROOT' && $cmd"
 }
 
+# doc_cmd_std_fds MD 'COMMAND': doc_cmd for a command that does not build,
+# run as a student's shell runs it: with only fds 0 to 2 open (bats holds
+# more, which the programs would inherit, and the fd numbers they print
+# would differ from the text's).
+doc_cmd_std_fds() {
+    local lesson
+    if ! printed_in "$1" "$2"; then
+        echo "'$2' is not printed in $(doc_path "$1")" >&2
+        return 1
+    fi
+    lesson=$(basename "$(doc_path "$1")" .md)
+    run env LESSON="$lesson" BIN_DIR="$BIN_ROOT/$lesson" TOOLS_BIN_DIR="$BIN_ROOT/tools" timeout 60 bash -c \
+        'for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -le 2 ] || eval "exec $n>&-"; done; cd "$0" && eval "$1"' \
+        "$ROOT" "$2"
+}
+
 # build_transcript_is MD 'COMMAND': the build lines a text prints under
 # "$ COMMAND", up to its "lesson N (...) is built" line, are exactly the
 # first lines of $output (from doc_cmd of that command), trailing blanks aside.
@@ -191,6 +207,44 @@ build_transcript_is() {
         diff <(echo "$shown") <(echo "$real") || true
         return 1
     fi
+}
+
+# demo_streams_are MD 'COMMAND' LABEL...: the transcript a text prints under
+# "$ COMMAND" (up to the closing ```) and $output (from doc_cmd of that
+# command) agree stream by stream: within each "== " section of the demo,
+# the lines each LABEL printed ("  [LABEL] ...", or "-" for the demo's own
+# unlabelled lines: titles and notes) are the same lines in the same order.
+# Streams are compared apart, not interleaved: the demo follows each
+# program's output every 50 ms, so their lines may interleave differently
+# from run to run (the texts say so). Ports, times in ms, blank lines,
+# trailing blanks and the titles' bold escapes are normalised away (tests
+# of their own check the times that matter).
+demo_streams_are() {
+    local md=$1 cmd=$2 label shown rc=0
+    shift 2
+    shown=$(DOC_BLOCK_CMD="\$ $cmd" awk 'found && /^```/ { exit } found { print }
+        $0 == ENVIRON["DOC_BLOCK_CMD"] { found = 1 }' "$(doc_path "$md")")
+    for label in "$@"; do
+        if [ "$(demo_stream "$label" <<<"$shown")" != "$(demo_stream "$label" <<<"$output")" ]; then
+            echo "stream [$label] differs (< the text, > the run):"
+            diff <(demo_stream "$label" <<<"$shown") <(demo_stream "$label" <<<"$output") || true
+            rc=1
+        fi
+    done
+    return $rc
+}
+
+# demo_stream LABEL: (for demo_streams_are) the lines of a demo transcript
+# on stdin that LABEL printed, each prefixed with its section number.
+demo_stream() {
+    sed -E 's/\x1b\[[0-9;]*m//g; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g; s/[0-9]+(\.[0-9]+)? ms/T ms/g; s/ +$//' |
+        DEMO_LABEL=$1 awk '/^== / { section++ }
+            /^$/ { next }
+            {
+                label = "-"
+                if (match($0, /^  \[[^]]+\] /)) label = substr($0, 4, RLENGTH - 5)
+                if (label == ENVIRON["DEMO_LABEL"]) print section "\t" $0
+            }'
 }
 
 # fresh_copy: the repository's files (tracked, plus new files not ignored),
@@ -426,15 +480,20 @@ refused_after_sending() {
     echo_on "$first" "still served"
 }
 
+# need_strace: skip the test, saying why, unless strace can trace here.
+need_strace() {
+    if ! strace -o /dev/null true 2>/dev/null; then
+        skip "strace is not installed or cannot trace here"
+    fi
+}
+
 # accept_error_injected LESSON MODE ERRNO [ARGS...]: strace makes the
 # server's first accept4 fail with ERRNO while a client waits in the queue
 # (no connection is consumed: the injected call does not run). The client
 # must be served: it sends "served anyway\n" and reads it back, so servers
 # that frame messages get ARGS (e.g. 14-byte fixed records).
 accept_error_injected() {
-    if ! strace -o /dev/null true 2>/dev/null; then
-        skip "strace is not installed or cannot trace here"
-    fi
+    need_strace
     local l=$1 mode=$2 err=$3
     shift 3
     start_traced server -qq -o "$T/strace.log" -e trace=accept4,epoll_ctl -e "inject=accept4:error=$err:when=1" \
@@ -451,9 +510,7 @@ accept_error_injected() {
 # a signal that lands between the loop's check and the wait is delivered
 # when the wait starts, which returns EINTR at once.
 stop_race_closed() {
-    if ! strace -o /dev/null true 2>/dev/null; then
-        skip "strace is not installed or cannot trace here"
-    fi
+    need_strace
     local l=$1
     shift
     start_traced server -qq -o "$T/strace.log" -e trace=rt_sigprocmask,poll,ppoll,select,pselect6,epoll_wait,epoll_pwait \
@@ -476,3 +533,232 @@ stop_race_closed() {
     grep -E '^(ppoll|pselect6|epoll_pwait)\(' "$T/strace.log" | tail -n 1 | grep -qE '= (-1 EINTR|\? ERESTARTNOHAND)'
 
 }
+
+# connect_so_error_fails LESSON: (lessons 2 to 9) strace makes the client's
+# getsockopt(SO_ERROR), its question after the non-blocking connect became
+# writable, fail with ENOBUFS. The connect itself succeeded (the lesson's
+# server listens), but the client cannot know: one line naming the failure,
+# exit status 1, no crash.
+connect_so_error_fails() {
+    need_strace
+    local l=$1
+    shift
+    start_server server "$(bin "$l" server)" "$@" --port 0
+    export ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}" # LeakSanitizer cannot run under ptrace
+    run timeout 60 strace -qq -o "$T/strace.log" -e trace=getsockopt -e inject=getsockopt:error=ENOBUFS:when=1 \
+        "$(bin "$l" client)" --port "$PORT" --timeout 5000 --connect-only
+    cat "$T/strace.log"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ $output =~ ^client:\ failed\ to\ connect\ to\ 127\.0\.0\.1:$PORT\ after\ [0-9]+\.[0-9]\ ms:\ No\ buffer\ space\ available$ ]]
+    grep -qE '^getsockopt\([0-9]+, SOL_SOCKET, SO_ERROR, .* = -1 ENOBUFS .*\(INJECTED\)$' "$T/strace.log"
+}
+
+# so_error_query_fails LESSON SERVER_ARGS...: (lessons 4 to 9) strace makes
+# the server's first getsockopt, its SO_ERROR question after an EPOLLERR,
+# fail with ENOBUFS. The EPOLLERR comes from an RST: a client closes with the
+# echo of its line still unread. That connection alone is closed, with one
+# line naming the failure, and the server serves a new client. Every line is
+# 14 bytes, for servers that frame fixed records (--record-bytes 14).
+so_error_query_fails() {
+    need_strace
+    local l=$1 fds
+    shift
+    start_traced server -qq -o "$T/strace.log" -e trace=getsockopt -e inject=getsockopt:error=ENOBUFS:when=1 \
+        -- "$(bin "$l" server)" "$@" --port 0
+    fds=$(open_fds "$TRACED_PID")
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$b" "reset me soon"
+    printf 'never read it\n' >&"$b"
+    # the echo waits unread in our receive buffer: closing now sends an RST
+    wait_until 10 bash -c "ss -tnH '( dport = :$PORT )' | awk '\$1 >= 14 { f = 1 } END { exit !f }'"
+    exec {b}>&-
+    wait_until 10 grep -qE '^server: 127\.0\.0\.1:[0-9]+: No buffer space available$' "$T/server.err"
+    wait_until 10 fds_back_to "$TRACED_PID" "$fds"
+    cat "$T/strace.log"
+    grep -qE '^getsockopt\([0-9]+, SOL_SOCKET, SO_ERROR, .* = -1 ENOBUFS .*\(INJECTED\)$' "$T/strace.log"
+    exec {c}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$c" "served anyway"
+    exec {c}>&-
+}
+
+# ---- lesson 4's and 7's mechanisms, carried into later lessons: one body
+# ---- each, called by every suite whose lesson has the mechanism ($L)
+
+# accept_one_connection_error_skipped [ARGS...]: (et) accept failing for
+# one connection (EPROTO) does not end the accept loop and pauses nothing:
+# the client queued behind it is served in the same turn.
+accept_one_connection_error_skipped() {
+    accept_error_injected "$L" et EPROTO "$@"
+    grep -q 'accept4(.*= -1 EPROTO' "$T/strace.log"
+    refute grep -q pausing "$T/server.err"
+}
+
+# accept_paused_listener_readded [ARGS...]: (et) an accept error not about
+# one connection (ENOBUFS) pauses accepting: one line, the listener DEL'd
+# from the interest list, then ADDed again (which reports the client queued
+# meanwhile), and that client served.
+accept_paused_listener_readded() {
+    local listener
+    accept_error_injected "$L" et ENOBUFS "$@"
+    grep -qE '^server: accept: No buffer space available, pausing accept for 100 ms$' "$T/server.err"
+    listener=$(grep -oE '^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, [0-9]+, \{events=EPOLLIN\|EPOLLET,' "$T/strace.log" |
+        head -n 1 | grep -oE 'ADD, [0-9]+' | grep -oE '[0-9]+$')
+    grep -qE "^epoll_ctl\([0-9]+, EPOLL_CTL_DEL, $listener, " "$T/strace.log"
+    [ "$(grep -cE "^epoll_ctl\([0-9]+, EPOLL_CTL_ADD, $listener, \{events=EPOLLIN\|EPOLLET," "$T/strace.log")" -eq 2 ]
+}
+
+# et_accepts_whole_burst [ARGS...]: 300 clients connect while the et server
+# is stopped (SIGSTOP): the kernel queues them, and on SIGCONT the listener
+# reports ONE edge for all of them. Each must be served (a 2-byte line:
+# servers that frame fixed records get ARGS --record-bytes 2).
+et_accepts_whole_burst() {
+    local fds=() fd i
+    start_server server "$(bin "$L" server)" --mode et "$@" --port 0
+    kill -STOP "$PID"
+    for i in $(seq 300); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    kill -CONT "$PID"
+    for fd in "${fds[@]}"; do echo_on "$fd" x || { echo "fd $fd not served"; false; }; done
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+}
+
+# max_conns_refused: (lessons 7 and 9) --max-conns 2: a third connection is
+# refused at once (end of stream) and counted; the two stay open.
+max_conns_refused() {
+    local line
+    start_server server "$(bin "$L" server)" --port 0 --max-conns 2
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 9<>"/dev/tcp/127.0.0.1/$PORT"
+    at_eof 9
+    grep -qE 'refused: --max-conns reached$' "$T/server.err"
+    line=$(stats "$PID")
+    [ "$(counter refused "$line")" -eq 1 ]
+    [ "$(counter open "$line")" -eq 2 ]
+    exec 7<&- 8<&- 9<&-
+}
+
+# out_of_fds_refused: (lessons 7 and 9) under ulimit -n 32, 40 clients: the
+# extra ones are refused with one line each; once they leave, a new client
+# is served.
+out_of_fds_refused() {
+    local fds=() fd
+    start_server server bash -c "ulimit -n 32 && exec '$(bin "$L" server)' --port 0"
+    for _ in $(seq 40); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" && fds+=("$fd")
+    done
+    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
+    for fd in "${fds[@]}"; do exec {fd}<&-; done
+    run timeout 10 "$(bin "$L" client)" --port "$PORT" --retry 5 hello
+    [ "$status" -eq 0 ]
+    [[ $output == *'reply #1: 5 bytes: "hello"'* ]]
+}
+
+# sigterm_stops_gracefully: (lessons 7 and 9, signals read from a signalfd)
+# SIGTERM: idle connections get a FIN, new connections are refused (no
+# listener), the server lingers for the peers' FINs, then exits 0 with its
+# counters.
+sigterm_stops_gracefully() {
+    local server lingering line
+    start_server server "$(bin "$L" server)" --port 0 --linger-ms 5000
+    server=$PID
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+    wait_until 5 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -eq 2 ]"
+    kill -TERM "$server"
+    at_eof 7 # our end of stream: the server's FIN
+    at_eof 8
+    # it lingers for our FINs, and accepts nobody meanwhile; it still answers
+    # SIGUSR1 with both connections open (kill -0 would not do: a child that
+    # exited stays a zombie until waited for)
+    lingering=$(stats "$server")
+    echo "$lingering"
+    [ "$(counter open "$lingering")" -eq 2 ]
+    run bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>&1
+    [ "$status" -ne 0 ]
+    [[ $output == *"Connection refused"* ]] # ECONNREFUSED: no listener any more
+    exec 7<&- 8<&- # our FINs: now it can finish
+    wait_exit "$server" 5
+    grep -q 'server: Terminated: stopping gracefully' "$T/server.err"
+    line=$(grep '^stats at exit' "$T/server.out")
+    [ "$(counter closed_stop "$line")" -eq 2 ]
+    [ "$(counter open "$line")" -eq 0 ]
+}
+
+# sigint_stops_gracefully: (lessons 7 and 9) SIGINT stops like SIGTERM, exit 0.
+sigint_stops_gracefully() {
+    start_server server "$(bin "$L" server)" --port 0
+    run timeout 10 "$(bin "$L" client)" --port "$PORT" hello
+    [ "$status" -eq 0 ]
+    kill -INT "$PID"
+    wait_exit "$PID" 5
+    grep -q 'server: Interrupt: stopping gracefully' "$T/server.err"
+    grep -q '^stats at exit: accepted=1 open=0 ' "$T/server.out"
+}
+
+# stop_with_accept_queue: (lessons 7 and 9) the stop race, closed by the
+# signalfd: SIGTERM arrives while the server is stopped and three clients
+# wait in its accept queue. On SIGCONT the signalfd is ready before the
+# listener; each queued client is accepted and gets a FIN, never a reset,
+# and the closed listener is never accepted on.
+stop_with_accept_queue() {
+    local server pids=() pid rc i line
+    start_server server "$(bin "$L" server)" --port 0
+    server=$PID
+    kill -STOP "$server"
+    kill -TERM "$server" # pending: the signalfd becomes ready before the listener
+    for i in 1 2 3; do
+        start_bg "client$i" "$(bin "$L" client)" --port "$PORT" ping
+        pids+=("$PID")
+    done
+    # the kernel completes the handshakes while the server is stopped: 3 in its queue
+    wait_until 10 bash -c "[ \$(ss -tnH '( sport = :$PORT )' | wc -l) -eq 3 ]"
+    kill -CONT "$server"
+    for pid in "${pids[@]}"; do
+        rc=0
+        wait_exit "$pid" 10 || rc=$?
+        [ "$rc" -eq 1 ] # no reply: the stop began before the connection was accepted
+    done
+    for i in 1 2 3; do
+        grep -qx 'client: server closed the connection after 0 of 1 replies' "$T/client$i.err"
+    done
+    wait_exit "$server" 10
+    refute grep -q 'accept:' "$T/server.err" # the listener's event came after it was closed
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    [ "$(counter accepted "$line")" -eq 3 ]
+    [ "$(counter closed_stop "$line")" -eq 3 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
+}
+
+# high_fd CMD...: run CMD with descriptors 3 to 1030 already open, so that the
+# socket it creates next is fd 1031, above FD_SETSIZE (1024).
+high_fd() {
+    bash -c '[ "$(ulimit -n)" -ge 1100 ] || ulimit -n 1100 || exit
+        for fd in $(seq 3 1030); do eval "exec $fd</dev/null"; done
+        exec "$@"' high_fd "$@"
+}
+
+# connect_poll_above_fd_setsize: (lessons 2 to 9) the client's --wait poll
+# connects a socket whose fd (1031) is above FD_SETSIZE. ($output: the
+# client's, with -v.)
+connect_poll_above_fd_setsize() {
+    start_server server "$(bin "$L" server)" --port 0
+    run high_fd timeout 120 "$(bin "$L" client)" --port "$PORT" --timeout 1000 --connect-only --wait poll -v
+    [ "$status" -eq 0 ]
+    [[ ${lines[0]} =~ ^client:\ connected\ to\ 127\.0\.0\.1:$PORT\ in\ [0-9]+\.[0-9]\ ms$ ]]
+}
+
+# connect_select_fd_too_high: (lessons 2 to 9) the client's --wait select
+# refuses a socket fd above FD_SETSIZE with one line naming it, exit 1
+# (CONNECT_FD_TOO_HIGH), instead of FD_SET past the end of the set.
+connect_select_fd_too_high() {
+    start_server server "$(bin "$L" server)" --port 0
+    run high_fd timeout 120 "$(bin "$L" client)" --port "$PORT" --timeout 1000 --connect-only --wait select
+    [ "$status" -eq 1 ]
+    [ "$output" = "client: cannot wait for the connect to 127.0.0.1:$PORT with select(): the socket's fd is not below FD_SETSIZE (1024); --wait poll has no such limit" ]
+}
+
