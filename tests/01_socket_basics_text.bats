@@ -93,7 +93,6 @@ listen_queue_is() { [ "$(ss -tlnH "sport = :$PORT" | awk '{ print $2 }')" = "$1"
 @test "./run echo shows the half-close: the server reads 0, closes, the client's reader reads 0" {
     doc_cmd 01_socket_basics.md './run echo'
     [ "$status" -eq 0 ]
-    block_shape_in_output './run echo'
     out=$(plain)
     port=$(sed -n 's/^  \[server\] listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$out")
     [ -n "$port" ]
@@ -222,7 +221,6 @@ server_stopped_with_client() {
 @test "./run deadlock: both Send-Qs near the tcp_wmem maximum, the client's Recv-Q at most the tcp_rmem default" {
     doc_cmd 01_socket_basics.md './run deadlock'
     [ "$status" -eq 0 ]
-    block_shape_in_output './run deadlock'
     out=$(plain)
     [[ $out == *"stuck: client pid "* ]]
     [[ $out == *"[client2] still alive"* ]]
