@@ -195,7 +195,8 @@ doc_cmd_std_fds() {
 
 # build_transcript_is MD 'COMMAND': the build lines a text prints under
 # "$ COMMAND", up to its "lesson N (...) is built" line, are exactly the
-# first lines of $output (from doc_cmd of that command), trailing blanks aside.
+# first lines of $output (from doc_cmd of that command), trailing blanks
+# aside. A "[...]" line in the text stands for one or more lines left out.
 build_transcript_is() {
     local shown real
     shown=$(DOC_BLOCK_CMD="\$ $2" awk '
@@ -203,7 +204,7 @@ build_transcript_is() {
         found && /^lesson [0-9]+ \(.*\) is built/ { exit }
         $0 == ENVIRON["DOC_BLOCK_CMD"] { found = 1 }' "$(doc_path "$1")")
     real=$(sed 's/ *$//' <<<"$output" | awk '{ print } /^lesson [0-9]+ \(.*\) is built/ { exit }')
-    if [ "$shown" != "$real" ]; then
+    if ! lines_match_with_gaps "$shown" "$real"; then
         diff <(echo "$shown") <(echo "$real") || true
         return 1
     fi
@@ -245,6 +246,50 @@ demo_stream() {
                 if (match($0, /^  \[[^]]+\] /)) label = substr($0, 4, RLENGTH - 5)
                 if (label == ENVIRON["DEMO_LABEL"]) print section "\t" $0
             }'
+}
+
+# lines_match_with_gaps SHOWN REAL: the lines of REAL are those of SHOWN,
+# where each "[...]" line of SHOWN stands for one or more lines of REAL.
+lines_match_with_gaps() {
+    local -a want have
+    local i=0 at=0 seg_start j k gap=0
+    mapfile -t want <<<"$1"
+    mapfile -t have <<<"$2"
+    while [ "$i" -lt "${#want[@]}" ]; do
+        if [ "${want[$i]}" = '[...]' ]; then
+            gap=1
+            i=$((i + 1))
+            continue
+        fi
+        # the segment of SHOWN up to the next gap: want[i .. k-1]
+        k=$i
+        while [ "$k" -lt "${#want[@]}" ] && [ "${want[$k]}" != '[...]' ]; do k=$((k + 1)); done
+        # after a gap, the first place (at least one line on) where it fits;
+        # the last segment must end where REAL ends
+        seg_start=$((at + gap))
+        while :; do
+            if [ "$k" -eq "${#want[@]}" ] && [ "$gap" -eq 1 ]; then
+                seg_start=$((${#have[@]} - (k - i)))
+                [ "$seg_start" -ge $((at + 1)) ] || return 1
+            fi
+            for ((j = 0; j < k - i; j++)); do
+                [ "${have[$((seg_start + j))]-}" = "${want[$((i + j))]}" ] || break
+            done
+            [ "$j" -eq $((k - i)) ] && break
+            [ "$gap" -eq 1 ] && [ "$k" -lt "${#want[@]}" ] || return 1
+            seg_start=$((seg_start + 1))
+            [ "$seg_start" -lt "${#have[@]}" ] || return 1
+        done
+        at=$((seg_start + k - i))
+        i=$k
+        gap=0
+    done
+    # a gap at the end stands for at least one line; without one, REAL ends here
+    if [ "$gap" -eq 1 ]; then
+        [ "$at" -lt "${#have[@]}" ]
+    else
+        [ "$at" -eq "${#have[@]}" ]
+    fi
 }
 
 # fresh_copy: the repository's files (tracked, plus new files not ignored),
