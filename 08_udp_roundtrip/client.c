@@ -4,6 +4,8 @@
  * brings back the server's T2 and T3; the arrival time is T4. A probe whose
  * reply does not come within --timeout-ms is counted lost; a reply that
  * comes later, or twice, is recognised by its sequence number and ignored.
+ * A reply must also echo the T1 that was sent with its sequence number
+ * (NTP's origin-timestamp check): one that does not is forged or stale.
  */
 #include "net.h"
 #include "probe.h"
@@ -29,6 +31,7 @@ enum probe_outcome { PROBE_ANSWERED, PROBE_TIMED_OUT, PROBE_REFUSED, PROBE_FAILE
 
 struct result {
     enum probe_outcome outcome;
+    int64_t t1_ns; /* the T1 this probe was sent with: its reply must echo it */
     int64_t round_trip_ns;
     int64_t offset_ns;
 };
@@ -54,11 +57,18 @@ static double us(int64_t ns)
     return (double)ns / 1000.0;
 }
 
+/* Replies ignored while waiting: genuine ones at the wrong moment (stale),
+ * and ones that answer nothing we sent (forged). */
+struct ignored {
+    long stale;  /* late or duplicate */
+    long forged; /* a probe never sent, or a T1 we did not send */
+};
+
 /* Wait for the reply to probe seq until deadline (CLOCK_MONOTONIC, ns).
  * Whatever else arrives meanwhile is reported and skipped. */
 static enum probe_outcome wait_reply(int fd, uint32_t seq, int64_t deadline,
                                      const struct result *results, struct probe *reply, int64_t *t4,
-                                     long *stale)
+                                     struct ignored *ignored)
 {
     for (;;) {
         int64_t left_ns = deadline - monotonic_ns();
@@ -91,20 +101,31 @@ static enum probe_outcome wait_reply(int fd, uint32_t seq, int64_t deadline,
             printf("ignored a %zd-byte datagram: %s\n", got, bad);
             continue;
         }
+        if (reply->seq < 1 || reply->seq > seq) {
+            printf("reply to probe %u, which was never sent, ignored\n", (unsigned)reply->seq);
+            ignored->forged++;
+            continue;
+        }
+        /* The origin check (NTP's, RFC 5905 section 8): a small counter is
+         * easy to guess, a T1 in nanoseconds is not. Whoever answers without
+         * having seen our query cannot echo it. */
+        const struct result *sent = &results[reply->seq - 1];
+        if (reply->t1_ns != sent->t1_ns) {
+            printf("reply to probe %u with origin T1 %lld but we sent %lld: forged or stale, "
+                   "ignored\n",
+                   (unsigned)reply->seq, (long long)reply->t1_ns, (long long)sent->t1_ns);
+            ignored->forged++;
+            continue;
+        }
         if (reply->seq == seq)
             return PROBE_ANSWERED;
         /* The lesson: without the sequence number, this old reply would be
          * taken for the current probe's and give a wrong round trip. */
-        if (reply->seq >= 1 && reply->seq < seq) {
-            if (results[reply->seq - 1].outcome == PROBE_ANSWERED)
-                printf("duplicate reply to probe %u, ignored\n", (unsigned)reply->seq);
-            else
-                printf("late reply to probe %u (it had timed out), ignored\n",
-                       (unsigned)reply->seq);
-        } else {
-            printf("reply to probe %u, which was never sent, ignored\n", (unsigned)reply->seq);
-        }
-        (*stale)++;
+        if (sent->outcome == PROBE_ANSWERED)
+            printf("duplicate reply to probe %u, ignored\n", (unsigned)reply->seq);
+        else
+            printf("late reply to probe %u (it had timed out), ignored\n", (unsigned)reply->seq);
+        ignored->stale++;
     }
 }
 
@@ -119,7 +140,7 @@ static void print_trace(uint32_t seq, const struct probe *r, int64_t t4)
 
 /* Send probe seq and wait for its reply; fill in *res and print one line. */
 static void run_probe(int fd, const struct config *cfg, uint32_t seq, struct result *results,
-                      long *stale)
+                      struct ignored *ignored)
 {
     struct result *res = &results[seq - 1];
     struct probe q = {.kind = PROBE_QUERY, .seq = seq}, reply;
@@ -127,6 +148,7 @@ static void run_probe(int fd, const struct config *cfg, uint32_t seq, struct res
     int64_t t4 = 0;
 
     q.t1_ns = realtime_ns(); /* T1: the last thing before send */
+    res->t1_ns = q.t1_ns;
     probe_encode(&q, out);
     if (send(fd, out, sizeof out, 0) == -1) {
         res->outcome = errno == ECONNREFUSED ? PROBE_REFUSED : PROBE_FAILED;
@@ -134,7 +156,7 @@ static void run_probe(int fd, const struct config *cfg, uint32_t seq, struct res
             fprintf(stderr, "client: send: %s\n", strerror(errno));
     } else {
         int64_t deadline = monotonic_ns() + cfg->timeout_ms * 1000000;
-        res->outcome = wait_reply(fd, seq, deadline, results, &reply, &t4, stale);
+        res->outcome = wait_reply(fd, seq, deadline, results, &reply, &t4, ignored);
     }
 
     switch (res->outcome) {
@@ -172,7 +194,8 @@ static void print_spread(const char *what, int64_t *v, size_t n)
 }
 
 /* The summary. Returns how many probes were answered. */
-static size_t print_summary(const struct result *results, size_t count, long stale)
+static size_t print_summary(const struct result *results, size_t count,
+                            const struct ignored *ignored)
 {
     int64_t *rtts = calloc(count, sizeof *rtts);
     int64_t *offsets = calloc(count, sizeof *offsets);
@@ -189,8 +212,9 @@ static size_t print_summary(const struct result *results, size_t count, long sta
         if (best == count || results[i].round_trip_ns < results[best].round_trip_ns)
             best = i;
     }
-    printf("%zu probes: %zu replies, %zu lost, %ld late or duplicate replies ignored\n", count, n,
-           count - n, stale);
+    printf(
+        "%zu probes: %zu replies, %zu lost, %ld late or duplicate and %ld forged replies ignored\n",
+        count, n, count - n, ignored->stale, ignored->forged);
     if (n > 0) {
         print_spread("round trip:", rtts, n);
         print_spread("offset:", offsets, n);
@@ -250,7 +274,7 @@ int main(int argc, char **argv)
     struct result *results = calloc(cfg.count, sizeof *results);
     if (results == NULL)
         die("calloc");
-    long stale = 0;
+    struct ignored ignored = {0};
     /* Probes start on a fixed schedule (CLOCK_MONOTONIC: no clock setting
      * can stretch it), unless a timeout already made us late. */
     int64_t next = monotonic_ns();
@@ -259,9 +283,9 @@ int main(int argc, char **argv)
         if (wait_ns > 0)
             sleep_ms((long)(wait_ns / 1000000));
         next = monotonic_ns() + cfg.interval_ms * 1000000;
-        run_probe(fd, &cfg, (uint32_t)i, results, &stale);
+        run_probe(fd, &cfg, (uint32_t)i, results, &ignored);
     }
-    size_t answered = print_summary(results, cfg.count, stale);
+    size_t answered = print_summary(results, cfg.count, &ignored);
     free(results);
     close(fd);
     if (answered == 0) {

@@ -4,7 +4,8 @@
  * query arrived) and T3 (when the reply leaves). There is no accept() and no
  * per-client state: recvfrom() says who sent a datagram, sendto() answers
  * that address. --drop, --delay-ms and --duplicate make the network
- * misbehave on purpose; --threads N lets N threads share the one socket.
+ * misbehave on purpose, --forge plays an attacker; --threads N lets N
+ * threads share the one socket.
  */
 #include "net.h"
 #include "probe.h"
@@ -30,6 +31,7 @@ struct config {
     uint64_t seed;    /* --seed: which queries are dropped, reproducibly */
     long delay_ms;    /* --delay-ms: hold every reply this long */
     int duplicate;    /* --duplicate: send every reply twice */
+    int forge;        /* --forge: a forged reply before every real one */
     int threads;      /* --threads: how many threads share the socket */
 };
 
@@ -49,7 +51,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: server [--host ADDR] [--port N] [--drop PERCENT] [--seed N] [--delay-ms MS]\n"
-            "              [--duplicate] [--threads N] [-v]\n"
+            "              [--duplicate] [--forge] [--threads N] [-v]\n"
             "Answers every 32-byte query with the receive (T2) and send (T3) times.\n"
             "  --host ADDR       address to bind (default 127.0.0.1; ::1 for IPv6)\n"
             "  --port N          port to bind (default 0: the kernel chooses)\n"
@@ -57,6 +59,8 @@ static void usage(FILE *out)
             "  --seed N          seed of the --drop choices (default 1)\n"
             "  --delay-ms MS     hold every reply MS milliseconds before sending it\n"
             "  --duplicate       send every reply twice\n"
+            "  --forge           before every reply, send a forged one: right sequence number,\n"
+            "                    wrong T1, a clock 1 s ahead (an attacker who guessed the number)\n"
             "  --threads N       N threads share the socket (default 1)\n"
             "  -v                print a line for every datagram\n"
             "SIGINT or SIGTERM stops it (exit status 0) with a summary line.\n");
@@ -83,6 +87,23 @@ static void send_reply(struct worker *w, const unsigned char *out,
      * UDP promises nothing, and the client counts it as lost. */
     if (sendto(w->fd, out, PROBE_BYTES, 0, (const struct sockaddr *)peer, peer_len) == -1)
         fprintf(stderr, "server: %s: sendto: %s\n", who, strerror(errno));
+}
+
+/* --forge: play an attacker who sends its reply before ours, with our
+ * address as its source (off the path, it never saw the query) and the
+ * sequence number guessed right. T1 it can only guess: here our clock when
+ * the query came, to the millisecond. It claims a clock 1 s ahead. */
+static void send_forged(struct worker *w, const struct probe *r,
+                        const struct sockaddr_storage *peer, socklen_t peer_len, const char *who)
+{
+    struct probe f = *r;
+    unsigned char out[PROBE_BYTES];
+    f.t1_ns = r->t2_ns / 1000000 * 1000000;
+    if (f.t1_ns == r->t1_ns) /* a lucky guess would pass; keep the demo repeatable */
+        f.t1_ns--;
+    f.t2_ns = f.t3_ns = r->t2_ns + 1000000000;
+    probe_encode(&f, out);
+    send_reply(w, out, peer, peer_len, who);
 }
 
 /* Read and answer one datagram. Returns false when none is waiting. */
@@ -130,6 +151,8 @@ static bool serve_one(struct worker *w)
     r.kind = PROBE_REPLY;
     r.t2_ns = t2;
     unsigned char out[PROBE_BYTES];
+    if (cfg->forge)
+        send_forged(w, &r, &peer, peer_len, who);
     r.t3_ns = realtime_ns(); /* T3: the last thing before sendto */
     probe_encode(&r, out);
     send_reply(w, out, &peer, peer_len, who);
@@ -168,15 +191,21 @@ static void *worker_run(void *arg)
 static void parse_args(int argc, char **argv, struct config *cfg)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'H'},     {"port", required_argument, NULL, 'p'},
-        {"drop", required_argument, NULL, 'd'},     {"seed", required_argument, NULL, 's'},
-        {"delay-ms", required_argument, NULL, 'D'}, {"duplicate", no_argument, NULL, 'u'},
-        {"threads", required_argument, NULL, 't'},  {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"drop", required_argument, NULL, 'd'},
+        {"seed", required_argument, NULL, 's'},
+        {"delay-ms", required_argument, NULL, 'D'},
+        {"duplicate", no_argument, NULL, 'u'},
+        {"forge", no_argument, NULL, 'f'},
+        {"threads", required_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":H:p:d:s:D:ut:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:d:s:D:uft:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'H': cfg->host = optarg; break;
         case 'p': cfg->port = parse_port(optarg); break;
@@ -184,6 +213,7 @@ static void parse_args(int argc, char **argv, struct config *cfg)
         case 's': cfg->seed = (uint64_t)parse_number("--seed", optarg, 1, 1000000000); break;
         case 'D': cfg->delay_ms = parse_number("--delay-ms", optarg, 0, 10000); break;
         case 'u': cfg->duplicate = 1; break;
+        case 'f': cfg->forge = 1; break;
         case 't': cfg->threads = (int)parse_number("--threads", optarg, 1, MAX_THREADS); break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); exit(0);

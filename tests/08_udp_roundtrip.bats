@@ -33,7 +33,7 @@ best_offset_us() {
     server
     run client --port "$PORT" --count 20 --interval-ms 10
     [ "$status" -eq 0 ]
-    [ "${lines[20]}" = "20 probes: 20 replies, 0 lost, 0 late or duplicate replies ignored" ]
+    [ "${lines[20]}" = "20 probes: 20 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored" ]
     off=$(best_offset_us)
     [ -n "$off" ]
     [ "${off#-}" -lt 1000 ]
@@ -90,7 +90,7 @@ best_offset_us() {
     run client --port "$PORT" --count 3 --interval-ms 0 --timeout-ms 100
     [ "$status" -eq 1 ]
     [ "$(grep -c '^probe [123]: lost (timeout after 100 ms)$' <<<"$output")" -eq 3 ]
-    [[ $output == *"3 probes: 0 replies, 3 lost, 0 late or duplicate replies ignored"* ]]
+    [[ $output == *"3 probes: 0 replies, 3 lost, 0 late or duplicate and 0 forged replies ignored"* ]]
     [[ $output == *"client: no reply to any of the 3 probes"* ]]
     [[ $output != *"best estimate"* ]]
 }
@@ -115,7 +115,28 @@ best_offset_us() {
     [[ ${lines[2]} == "probe 2: round trip "* ]]
     [ "${lines[3]}" = "duplicate reply to probe 2, ignored" ]
     [[ ${lines[4]} == "probe 3: round trip "* ]]
-    [ "${lines[5]}" = "3 probes: 3 replies, 0 lost, 2 late or duplicate replies ignored" ]
+    [ "${lines[5]}" = "3 probes: 3 replies, 0 lost, 2 late or duplicate and 0 forged replies ignored" ]
+}
+
+@test "a forged reply with the right sequence number but the wrong T1 is rejected; the real one after it is accepted" {
+    # --forge: before each real reply, one with T1 guessed as the server's
+    # T2 cut to the millisecond, and T2 = T3 one second ahead. Taken for the
+    # answer, it would make the offset about 1 s.
+    server --forge
+    run client --port "$PORT" --count 3 --interval-ms 0 -v
+    [ "$status" -eq 0 ]
+    for n in 1 2 3; do
+        # the T1 sent and the real T2, from the -v trace of the accepted reply
+        read -r t1 t2 < <(sed -n "s/^client: probe $n: T1 \([0-9]*\)  T2 \([0-9]*\) .*/\1 \2/p" <<<"$output")
+        [ -n "$t2" ]
+        grep -qxF "reply to probe $n with origin T1 ${t2:0:-6}000000 but we sent $t1: forged or stale, ignored" <<<"$output"
+        grep -q "^probe $n: round trip [0-9.]* µs, offset -\{0,1\}[0-9.]* µs$" <<<"$output"
+    done
+    grep -qx '3 probes: 3 replies, 0 lost, 0 late or duplicate and 3 forged replies ignored' <<<"$output"
+    # the offset is the real one (0 on one machine), not the forger's 1 s
+    off=$(best_offset_us)
+    [ -n "$off" ]
+    [ "${off#-}" -lt 1000 ]
 }
 
 @test "the time the server holds a query (T3 - T2) is not part of the round trip" {
@@ -192,7 +213,7 @@ best_offset_us() {
     for name in c1 c2 c3; do
         pid_var=pid_$name
         wait_exit "${!pid_var}" 20
-        grep -qx '30 probes: 30 replies, 0 lost, 0 late or duplicate replies ignored' "$T/$name.out"
+        grep -qx '30 probes: 30 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored' "$T/$name.out"
     done
     stop_server
     grep -qx 'server: Terminated: stopping: 90 datagrams, 90 answered, 0 dropped, 0 ignored' "$T/server.err"
@@ -207,7 +228,7 @@ best_offset_us() {
     for name in c1 c2 c3; do
         pid_var=pid_$name
         wait_exit "${!pid_var}" 30
-        grep -qx '50 probes: 50 replies, 0 lost, 0 late or duplicate replies ignored' "$T/$name.out"
+        grep -qx '50 probes: 50 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored' "$T/$name.out"
     done
     stop_server
     line=$(grep 'stopping' "$T/server.err")

@@ -30,7 +30,7 @@ round_trips_positive() {
     [ "$status" -eq 0 ]
     [ "$DOC_SECONDS" -le 15 ]
     [[ $output == *"lesson 8 (08_udp_roundtrip) is built: type ./run (or ./run --help)"* ]]
-    [[ $output == *"[client] 10 probes: 10 replies, 0 lost, 0 late or duplicate replies ignored"* ]]
+    [[ $output == *"[client] 10 probes: 10 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored"* ]]
     grep -qE '\[client\] best estimate: probe [0-9]+ \(smallest round trip, [0-9.]+ µs\): offset -?[0-9.]+ µs, within ±[0-9.]+ µs$' <<<"$output"
     grep -qE '\[receiver\] recv #3 from 127\.0\.0\.1:[0-9]+: 5 bytes: "three"$' <<<"$output"
     [[ $output == *'100 bytes, truncated to 16 (MSG_TRUNC): "0123456789012345"; the other 84 bytes are gone'* ]]
@@ -42,7 +42,7 @@ round_trips_positive() {
 @test "./run probes: ten replies, positive round trips, a best offset within 1000 µs of 0" {
     doc_cmd 08_udp_roundtrip.md './run probes'
     [ "$status" -eq 0 ]
-    [[ $output == *"[client] 10 probes: 10 replies, 0 lost, 0 late or duplicate replies ignored"* ]]
+    [[ $output == *"[client] 10 probes: 10 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored"* ]]
     round_trips_positive
     [[ $output =~ best\ estimate:\ probe\ [0-9]+\ \(smallest\ round\ trip,\ [0-9.]+\ µs\):\ offset\ (-?[0-9]+)\.[0-9]\ µs ]]
     off=${BASH_REMATCH[1]}
@@ -95,7 +95,7 @@ round_trips_positive() {
     doc_cmd 08_udp_roundtrip.md './run threads'
     [ "$status" -eq 0 ]
     for c in alice bob carol; do
-        [[ $output == *"[$c] 50 probes: 50 replies, 0 lost, 0 late or duplicate replies ignored"* ]]
+        [[ $output == *"[$c] 50 probes: 50 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored"* ]]
     done
     [[ $output =~ stopping:\ 150\ datagrams,\ 150\ answered,\ 0\ dropped,\ 0\ ignored\ \(answered\ per\ thread:\ ([0-9]+)\ ([0-9]+)\ ([0-9]+)\ ([0-9]+)\) ]]
     [ $((BASH_REMATCH[1] + BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4])) -eq 150 ]
@@ -150,7 +150,18 @@ round_trips_positive() {
     [[ $output == *"[client] client: no reply to any of the 4 probes"* ]]
     [[ $output == *"[client] duplicate reply to probe 1, ignored"* ]]
     [[ $output == *"[client] duplicate reply to probe 2, ignored"* ]]
-    [[ $output == *"[client] 3 probes: 3 replies, 0 lost, 2 late or duplicate replies ignored"* ]]
+    [[ $output == *"[client] 3 probes: 3 replies, 0 lost, 2 late or duplicate and 0 forged replies ignored"* ]]
+}
+
+@test "./run forged: each forged reply is rejected by its T1, each real one accepted" {
+    doc_cmd 08_udp_roundtrip.md './run forged'
+    [ "$status" -eq 0 ]
+    for n in 1 2 3; do
+        grep -qE "\[client\] reply to probe $n with origin T1 [0-9]+ but we sent [0-9]+: forged or stale, ignored$" <<<"$output"
+        grep -qE "\[client\] probe $n: round trip [0-9.]+ µs, offset -?[0-9.]+ µs$" <<<"$output"
+    done
+    [[ $output == *"[client] 3 probes: 3 replies, 0 lost, 0 late or duplicate and 3 forged replies ignored"* ]]
+    [[ $output == *"server exit status 0"* ]]
 }
 
 @test "./run hold: T3 - T2 is about 20 ms, the round trips stay far below it" {
@@ -170,7 +181,7 @@ round_trips_positive() {
     run_bg_server srv server --port 0 -v
     doc_cmd 08_udp_roundtrip.md './run client --port $PORT --count 50 --interval-ms 1'
     [ "$status" -eq 0 ]
-    [[ $output == *"50 probes: 50 replies, 0 lost, 0 late or duplicate replies ignored"* ]]
+    [[ $output == *"50 probes: 50 replies, 0 lost, 0 late or duplicate and 0 forged replies ignored"* ]]
     round_trips_positive
 }
 
@@ -178,7 +189,7 @@ round_trips_positive() {
     doc_cmd 08_udp_roundtrip.md './run --help'
     [ "$status" -eq 0 ]
     [ "${lines[0]}" = "usage: ./run [SCENARIO]            lesson 8 (appendix A): UDP, round trip and clock offset" ]
-    for s in tour probes boundaries truncate loss late hold threads; do
+    for s in tour probes boundaries truncate loss late forged hold threads; do
         grep -qE "^  $s " <<<"$output"
     done
 }
