@@ -57,11 +57,13 @@ void trace(const char *fmt, ...)
     if (!verbose)
         return;
     va_list ap;
+    flockfile(stderr); /* one line, even when two threads trace at once */
     fprintf(stderr, "%s: ", prog_name);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 long parse_number(const char *option, const char *text, long min, long max)
