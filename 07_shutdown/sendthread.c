@@ -407,8 +407,8 @@ static bool over_high_water(struct server *s, struct conn *c)
     bool over = owed_locked(c) > s->cfg.high_water;
     if (over && !c->paused) {
         c->paused = true;
-        trace("fd=%d: %zu bytes owed > high-water %zu: reading paused", c->fd, owed_locked(c),
-              s->cfg.high_water);
+        fprintf(stderr, "sendthread: %s: %zu bytes owed > high-water %zu: reading paused\n",
+                c->peer, owed_locked(c), s->cfg.high_water);
         set_events_locked(s, c, c->events & ~(uint32_t)EPOLLIN);
     }
     pthread_mutex_unlock(&c->lock);
@@ -477,8 +477,8 @@ static void settle(struct server *s, struct conn *c)
     bool resume = c->paused && owed_locked(c) <= s->cfg.low_water;
     if (resume) {
         c->paused = false;
-        trace("fd=%d: %zu bytes owed <= low-water %zu: reading resumed", c->fd, owed_locked(c),
-              s->cfg.low_water);
+        fprintf(stderr, "sendthread: %s: %zu bytes owed <= low-water %zu: reading resumed\n",
+                c->peer, owed_locked(c), s->cfg.low_water);
     }
     uint32_t events =
         (c->paused || c->draining ? 0 : EPOLLIN) | (buf_readable(&c->out) > 0 ? EPOLLOUT : 0);
