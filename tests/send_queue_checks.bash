@@ -9,16 +9,22 @@
 #   check_slow_client KB CMD...     a client that reads nothing for 3 s: another client is
 #                                   served meanwhile, server RSS grows by less than KB kB
 #                                   (0: not measured), and the slow one gets everything
+# The clients come from the build under test if it has them (the ThreadSanitizer build has
+# only the servers), else from the normal build: peer_bin DIR PROGRAM.
+
+peer_bin() {
+    if [ -x "$(bin "$1" "$2")" ]; then bin "$1" "$2"; else echo "$ROOT/$1/$2"; fi
+}
 
 check_echo_intact() {
     start_server server "$@" --port 0
     # loadgen checks every byte of every reply; the sizes and bodies come from --seed
-    run timeout 120 "$(bin tools loadgen)" --port "$PORT" --conns 8 --messages 150 \
+    run timeout 120 "$(peer_bin tools loadgen)" --port "$PORT" --conns 8 --messages 150 \
         --size 1-65536 --seed 7
     loadgen_ok 1200
     local i pids=()
     for i in $(seq 10); do
-        timeout 120 "$(bin 06_send_queue client)" --port "$PORT" --quiet --repeat 20 \
+        timeout 120 "$(peer_bin 06_send_queue client)" --port "$PORT" --quiet --repeat 20 \
             --body-bytes $((i * 6000)) --pattern random --seed "$i" >"$T/echo.$i" 2>&1 &
         pids+=($!)
     done
@@ -32,7 +38,7 @@ check_order() {
     # A 4 KiB send buffer makes nearly every reply a partial write, so the loop's EPOLLOUT
     # flush and the direct sends take turns; slowreader checks message i's bytes are i+j.
     start_server server "$@" --sndbuf 4096 --port 0
-    run timeout 120 "$(bin tools slowreader)" --port "$PORT" --send 256 --size 65536 \
+    run timeout 120 "$(peer_bin tools slowreader)" --port "$PORT" --send 256 --size 65536 \
         --read-rate 16000000 --expect 256 --read-for 100
     echo "$output"
     [ "$status" -eq 0 ]
@@ -40,13 +46,13 @@ check_order() {
     local i pids=()
     for i in $(seq 20); do
         # distinct content per client: a reply out of order or on the wrong connection fails it
-        timeout 120 "$(bin 06_send_queue client)" --port "$PORT" --repeat 300 --quiet \
+        timeout 120 "$(peer_bin 06_send_queue client)" --port "$PORT" --repeat 300 --quiet \
             "client $i says hello" >"$T/order.$i" 2>&1 &
         pids+=($!)
     done
     for i in $(seq 5); do
         (
-            "$(bin 06_send_queue client)" --port "$PORT" --repeat 5000 --quiet "vanishing $i" \
+            "$(peer_bin 06_send_queue client)" --port "$PORT" --repeat 5000 --quiet "vanishing $i" \
                 >/dev/null 2>&1 &
             v=$!
             sleep "0.0$i"
@@ -66,11 +72,11 @@ check_slow_client() {
     server=$PID
     base=$(rss_kb "$server")
     # 50 MiB of requests; their replies wait for a reader that starts after 3 s
-    start_bg slow "$(bin 06_send_queue client)" --port "$PORT" --pause-ms 3000 \
+    start_bg slow "$(peer_bin 06_send_queue client)" --port "$PORT" --pause-ms 3000 \
         --body-bytes 65536 --repeat 800 --quiet
     local slow=$PID
     wait_until 10 grep -q 'reading paused' "$T/server.err"
-    run timeout 10 "$(bin 06_send_queue client)" --port "$PORT" --pingpong --repeat 100 --quiet ping
+    run timeout 10 "$(peer_bin 06_send_queue client)" --port "$PORT" --pingpong --repeat 100 --quiet ping
     echo "$output"
     [ "$status" -eq 0 ]
     [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
