@@ -113,7 +113,7 @@ tsan_bin() {
 
 @test "tools/sendthread_bench (quick) prints the text's table: both designs, the ratio row, every cell a number" {
     export SENDTHREAD_BENCH_MESSAGES=2000 SENDTHREAD_BENCH_RUNS=1 # enough for a CPU tick or ten
-    doc_cmd "$MD" 'tools/sendthread_bench'
+    doc_cmd 06_send_queue.md 'tools/sendthread_bench'
     echo "$output"
     [ "$status" -eq 0 ]
     [ "${#lines[@]}" -eq 5 ]
