@@ -350,3 +350,61 @@ print(lz4.block.compress(text, store_size=False).hex())"
 }
 
 @test "every command printed in lessons/protocol.md is run by a test" { every_doc_cmd_is_tested protocol.md; }
+
+# ---- exercises 6 to 9: other headers, tried against the server's framings ----
+
+@test "exercise 6 answer: a length that counts itself (9 for 'hello') gets no reply; the server waited for 4 more bytes" {
+    start_server server "$(bin $L server)" --framing length --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf '\0\0\0\11hello' >&"$fd"
+    run timeout 1 head -c 1 <&"$fd"
+    [ -z "$output" ] # no reply within a second
+    exec {fd}>&-
+    wait_until 5 grep -q 'closed in the middle of a message (9 bytes left)$' "$T/server.err"
+}
+
+@test "exercise 7 answer: --framing length echoes an empty message (4 zero bytes); the lesson protocol refuses origin_size 0" {
+    start_server length "$(bin $L server)" --framing length --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf '\0\0\0\0' >&"$fd"
+    reply=$(timeout 5 head -c 4 <&"$fd" | od -An -tx1 | tr -d ' \n')
+    exec {fd}>&-
+    [ "$reply" = "00000000" ]
+    start_server protocol "$(bin $L server)" --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    head -c 25 /dev/zero >&"$fd"
+    at_eof "$fd"
+    exec {fd}>&-
+    grep -qx 'server: 127\.0\.0\.1:[0-9]*: protocol error: origin_size 0: got 0 = 00 00 00 00' "$T/protocol.err"
+}
+
+@test "exercise 8 answer: a field in the reserved bytes is ignored: the echo comes back, with byte 9 zero" {
+    start_server server "$(bin $L server)" --port 0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf '\x00\x00\x00\x00\x02\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00hi' >&"$fd"
+    reply=$(timeout 5 head -c 27 <&"$fd" | od -An -tx1 | tr -d ' \n')
+    exec {fd}>&-
+    [ "$reply" = "00000000020000000000000000000000000000000000000000$(printf hi | od -An -tx1 | tr -d ' \n')" ]
+}
+
+@test "exercise 9 answer: a 40-byte message in 16-byte records (flag + 15 data): 3 records, 5 bytes of padding, reassembled whole" {
+    start_server server "$(bin $L server)" --framing fixed --record-bytes 16 --port 0
+    msg=0123456789abcdefghijklmnopqrstuvwxyzABCD # 40 bytes
+    [ "${#msg}" -eq 40 ]
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf '\1%s\1%s\0%s\0\0\0\0\0' "${msg:0:15}" "${msg:15:15}" "${msg:30:10}" >&"$fd"
+    timeout 5 head -c 48 <&"$fd" >"$T/records"
+    exec {fd}>&-
+    [ "$(stat -c %s "$T/records")" -eq 48 ]
+    # the flag bytes: more, more, last
+    [ "$(od -An -tx1 -j 0 -N 1 "$T/records" | tr -d ' ')" = "01" ]
+    [ "$(od -An -tx1 -j 16 -N 1 "$T/records" | tr -d ' ')" = "01" ]
+    [ "$(od -An -tx1 -j 32 -N 1 "$T/records" | tr -d ' ')" = "00" ]
+    # the data after each flag byte, joined and cut at the known length
+    joined=$( (dd if="$T/records" bs=1 skip=1 count=15 status=none
+        dd if="$T/records" bs=1 skip=17 count=15 status=none
+        dd if="$T/records" bs=1 skip=33 count=15 status=none) | head -c 40)
+    [ "$joined" = "$msg" ]
+    # and the padding: the last record's 5 trailing bytes are zeros
+    [ "$(od -An -tx1 -j 43 -N 5 "$T/records" | tr -d ' \n')" = "0000000000" ]
+}
