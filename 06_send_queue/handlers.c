@@ -26,7 +26,7 @@ static enum want read_and_decode(struct server *s, struct conn *c)
     /* et stops as soon as this client's queue (with what its workers hold)
      * passes the high-water mark: the rest waits in the kernel, and the
      * MOD that resumes reading reports it. */
-    size_t budget = READ_BUDGET_BYTES;
+    size_t budget = s->cfg.budgets ? READ_BUDGET_BYTES : SIZE_MAX;
     while (c->state == CONN_OPEN && !c->reading_paused && !c->read_eof &&
            !conn_over_high_water(s, c)) {
         if (budget == 0) /* et: enough for this wake-up; come back after the others */

@@ -53,6 +53,8 @@ static void usage(FILE *out)
             "  --stale-ms MS      close a client whose queue made no progress for MS ms (%d)\n"
             "  --stale-check-ms MS  how often to look for stale queues (%d)\n"
             "  --nodelay on|off   TCP_NODELAY (default on: no Nagle delay for replies)\n"
+            "  --budgets on|off   per-wake-up caps on reading and writing one client (default\n"
+            "                     on; off: et reads and writes until EAGAIN, for ./run fairness)\n"
             "  --threads N        handle messages on N worker threads (echo; default 0)\n"
             "  --host ADDR        address to bind (default 127.0.0.1)\n"
             "  --port N           port (default 9000; 0 = let the kernel choose)\n"
@@ -77,6 +79,7 @@ static const struct option long_options[] = {
     {"stale-ms", required_argument, NULL, 'T'},
     {"stale-check-ms", required_argument, NULL, 'K'},
     {"nodelay", required_argument, NULL, 'N'},
+    {"budgets", required_argument, NULL, 'B'},
     {"threads", required_argument, NULL, 't'},
     {"host", required_argument, NULL, 'H'},
     {"port", required_argument, NULL, 'p'},
@@ -124,6 +127,7 @@ static void set_option(struct config *cfg, int opt, const char *v)
     case 'T': cfg->stale_ms = (int)parse_number("--stale-ms", v, 1, 3600000); break;
     case 'K': cfg->stale_check_ms = (int)parse_number("--stale-check-ms", v, 1, 3600000); break;
     case 'N': cfg->nodelay = choose("--nodelay", v, off_on) == 1; break;
+    case 'B': cfg->budgets = choose("--budgets", v, off_on) == 1; break;
     case 't': cfg->threads = (int)parse_number("--threads", v, 0, 64); break;
     case 'S': cfg->sndbuf_bytes = (int)parse_number("--sndbuf", v, 1, 1 << 24); break;
     case 'H': cfg->host = v; break;
@@ -182,6 +186,7 @@ int main(int argc, char **argv)
                             .mode = MODE_LT,
                             .service = SERVICE_ECHO,
                             .nodelay = true,
+                            .budgets = true,
                             .high_water_bytes = DEFAULT_HIGH_WATER_BYTES,
                             .low_water_bytes = DEFAULT_LOW_WATER_BYTES,
                             .output_cap_bytes = DEFAULT_OUTPUT_CAP_BYTES,

@@ -79,6 +79,7 @@ struct config {
     long max_conns;           /* 0: no limit but the fd limit */
     enum service service;
     bool nodelay;            /* TCP_NODELAY (default on) */
+    bool budgets;            /* et: cap the bytes read and sent per wake-up (default on) */
     size_t high_water_bytes; /* queue above this: stop reading the connection */
     size_t low_water_bytes;  /* queue back at or below this: read again */
     size_t output_cap_bytes; /* a non-empty queue may not grow past this: close */

@@ -136,7 +136,7 @@ bool send_flush(struct server *s, struct conn *c)
     size_t before = buf_readable(&c->out);
     bool more = false;
     while (buf_readable(&c->out) > 0) {
-        if (before - buf_readable(&c->out) >= WRITE_BUDGET_BYTES) {
+        if (s->cfg.budgets && before - buf_readable(&c->out) >= WRITE_BUDGET_BYTES) {
             more = s->cfg.mode == MODE_ET; /* lt: EPOLLOUT fires again by itself */
             break;
         }

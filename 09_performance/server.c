@@ -79,6 +79,8 @@ static void usage(FILE *out)
             "                     slow): abort (default; RST, kernel buffers freed at once)\n"
             "                     or close (FIN after everything the kernel still holds)\n"
             "  --nodelay on|off   TCP_NODELAY (default on: no Nagle delay for replies)\n"
+            "  --budgets on|off   per-wake-up caps on reading and writing one client (default\n"
+            "                     on; off: et reads and writes until EAGAIN, for ./run fairness)\n"
             "  --threads N        handle messages on N worker threads (echo; default 0)\n"
             "  --idle-ms MS       close a connection quiet for MS ms, gracefully (%d; 0: never)\n"
             "  --frame-ms MS      close one whose message takes over MS ms to arrive (%d; 0: off)\n"
@@ -109,6 +111,7 @@ static const struct option long_options[] = {
     {"slow-ms", required_argument, NULL, 'K'},
     {"drop", required_argument, NULL, 'D'},
     {"nodelay", required_argument, NULL, 'N'},
+    {"budgets", required_argument, NULL, 'B'},
     {"threads", required_argument, NULL, 't'},
     {"idle-ms", required_argument, NULL, 'I'},
     {"frame-ms", required_argument, NULL, 'F'},
@@ -162,6 +165,7 @@ static void set_option(struct config *cfg, int opt, const char *v)
     case 'K': cfg->slow_ms = (int)parse_number("--slow-ms", v, 1, 3600000); break;
     case 'D': cfg->drop_abort = choose("--drop", v, drops) == 1; break;
     case 'N': cfg->nodelay = choose("--nodelay", v, off_on) == 1; break;
+    case 'B': cfg->budgets = choose("--budgets", v, off_on) == 1; break;
     case 't': cfg->threads = (int)parse_number("--threads", v, 0, 64); break;
     case 'I': cfg->idle_ms = (int)parse_number("--idle-ms", v, 0, 86400000); break;
     case 'F': cfg->frame_ms = (int)parse_number("--frame-ms", v, 0, 86400000); break;
@@ -242,6 +246,7 @@ int main(int argc, char **argv)
                             .mode = MODE_LT,
                             .service = SERVICE_ECHO,
                             .nodelay = true,
+                            .budgets = true,
                             .high_water_bytes = DEFAULT_HIGH_WATER_BYTES,
                             .low_water_bytes = DEFAULT_LOW_WATER_BYTES,
                             .output_cap_bytes = DEFAULT_OUTPUT_CAP_BYTES,

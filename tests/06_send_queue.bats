@@ -340,12 +340,14 @@ both_waiting() {
     [ "$(ss -tnH state established "( sport = :$PORT )" | awk '$1 > 100000' | wc -l)" -eq 2 ]
 }
 
-@test "fairness (et read budget): of two flooders ready at once, the second is read before the first has had 512 KiB" {
-    # The server is stopped (SIGSTOP) while two clients connect and fill its
-    # receive queues and their own send buffers (6.5 MB each, replies unread);
-    # when it runs again, both are ready in the same wake-up, with megabytes
-    # behind them. The 4 KiB send buffer makes replies pile up in the queue.
-    start_server server "$(bin $L server)" --mode et --sndbuf 4096 --port 0 -v
+# read_ahead SERVER_ARGS...: the server is stopped (SIGSTOP) while two
+# clients connect and fill its receive queues and their own send buffers
+# (6.5 MB each, replies unread); when it runs again, both are ready in the
+# same wake-up, with megabytes behind them. The 4 KiB send buffer makes
+# replies pile up in the queue. Sets AHEAD: the bytes read from the
+# connection served first before the other's first read.
+read_ahead() {
+    start_server server "$(bin $L server)" --mode et --sndbuf 4096 --port 0 -v "$@"
     server=$PID
     kill -STOP "$server"
     for c in a b; do
@@ -357,14 +359,23 @@ both_waiting() {
     mapfile -t fds < <(sed -n 's/^server: accept fd=\([0-9]*\) .*/\1/p' "$T/server.err")
     wait_until 10 grep -q "^server: recv fd=${fds[0]} " "$T/server.err"
     wait_until 10 grep -q "^server: recv fd=${fds[1]} " "$T/server.err"
-    # what was read from the connection served first, before the other's first read
-    ahead=$(awk '/^server: recv fd=[0-9]+ -> [0-9]+ bytes/ {
+    AHEAD=$(awk '/^server: recv fd=[0-9]+ -> [0-9]+ bytes/ {
         if (first == "") first = $3
         if ($3 != first) exit
         n += $5
     } END { print n }' "$T/server.err")
-    echo "read from one flooder before the other's first read: $ahead bytes (READ_BUDGET_BYTES: 262144)"
-    [ "$ahead" -lt 524288 ]
+    echo "read from one flooder before the other's first read: $AHEAD bytes (READ_BUDGET_BYTES: 262144)"
+}
+
+@test "fairness (et read budget): of two flooders ready at once, the second is read before the first has had 512 KiB" {
+    read_ahead
+    [ "$AHEAD" -lt 524288 ]
+}
+
+@test "--budgets off (./run fairness): the first flooder is read until its queue passes the high-water mark, past 512 KiB, before the second" {
+    read_ahead --budgets off
+    [ "$AHEAD" -ge 524288 ]
+    grep -q 'reading paused' "$T/server.err"
 }
 
 @test "bad --service, --threads and watermark values get a one-line error and exit 2" {

@@ -172,3 +172,18 @@ accepted_bytes() {
 }
 
 @test "every command printed in lessons/06_send_queue.md is run by a test" { every_doc_cmd_is_tested 06_send_queue.md; }
+
+@test "./run fairness: the interactive client's p50, p99 and max with the caps on and off, medians of 5 alternating runs" {
+    doc_cmd 06_send_queue.md './run fairness'
+    [ "$status" -eq 0 ]
+    grep -qx '   budgets         p50      p99      max' <<<"$output"
+    grep -qE '^   on +[0-9]+ +[0-9]+ +[0-9]+$' <<<"$output"
+    grep -qE '^   off +[0-9]+ +[0-9]+ +[0-9]+$' <<<"$output"
+    # each row: p50 <= p99 <= max (five real measurements each, not placeholders)
+    for b in on off; do
+        read -r p50 p99 max < <(sed -nE "s/^   $b +([0-9]+) +([0-9]+) +([0-9]+)$/\1 \2 \3/p" <<<"$output")
+        [ "$p50" -gt 0 ]
+        [ "$p50" -le "$p99" ]
+        [ "$p99" -le "$max" ]
+    done
+}
