@@ -153,7 +153,8 @@ python_lz4() {
     [[ ${lines[0]} =~ ^client:\ connected\ to\ 127\.0\.0\.1:$PORT\ in\ [0-9]+\.[0-9]\ ms$ ]]
     [ "$(naive_bytes)" = 'one\r\ntwo\r\nthree\r\n' ]
     [[ $output =~ client:\ 3\ messages\ sent,\ ([0-9]+)\ recv\(\)\ calls?\ returned\ them ]]
-    [ "${BASH_REMATCH[1]}" -ge 1 ] && [ "${BASH_REMATCH[1]}" -le 3 ]
+    [ "${BASH_REMATCH[1]}" -ge 1 ]
+    [ "${BASH_REMATCH[1]}" -le 3 ]
 }
 
 @test "a line longer than --max-line 16 closes the connection with one log line, client exit 1" {

@@ -238,16 +238,7 @@ threads_many_clients() {
             >"$T/t.$i" 2>&1 &
         pids+=($!)
     done
-    # clients that vanish mid-stream, while the others run
-    for i in $(seq 10); do
-        (
-            "$ROOT/$L/client" --port "$PORT" --repeat 5000 --quiet "vanishing $i" >/dev/null 2>&1 &
-            v=$!
-            sleep "0.0$i"
-            kill -KILL "$v"
-            wait "$v"
-        ) 2>/dev/null &
-    done
+    clients_vanish 10 "$ROOT/$L/client" # mid-stream, while the others run
     for p in "${pids[@]}"; do wait "$p"; done
     [ "$(cat "$T"/t.* | grep -c 'client: 1000 messages sent, 1000 replies, all intact')" -eq 50 ]
     kill -0 "$PID"

@@ -28,7 +28,8 @@ fetch_lost_the_tail() {
     local re="^fetch: received ([0-9]+) of $ANSWER bytes, then ECONNRESET \(Connection reset by peer\): ([0-9]+) bytes lost$"
     [[ $1 =~ $re ]]
     local got=${BASH_REMATCH[1]} lost=${BASH_REMATCH[2]}
-    [ "$lost" -gt 0 ] && [ $((got + lost)) -eq $ANSWER ]
+    [ "$lost" -gt 0 ]
+    [ $((got + lost)) -eq $ANSWER ]
 }
 
 # n_stats_lines: how many "stats on SIGUSR1" lines the server has printed.

@@ -343,6 +343,22 @@ refute() {
     fi
 }
 
+# clients_vanish N CLIENT: in the background, N clients of CLIENT (a lesson
+# client) start pipelining to $PORT and are killed (SIGKILL) 10*i ms in,
+# mid-stream, while the test's other clients run: their resets must harm no one.
+clients_vanish() {
+    local n=$1 client=$2 i
+    for i in $(seq "$n"); do
+        (
+            "$client" --port "$PORT" --repeat 5000 --quiet "vanishing $i" >/dev/null 2>&1 &
+            v=$!
+            sleep "0.0$i"
+            kill -KILL "$v"
+            wait "$v"
+        ) 2>/dev/null &
+    done
+}
+
 # client ARGS...: the lesson's client ($L), bounded to 120 s.
 client() { timeout 120 "$(bin "$L" client)" "$@"; }
 

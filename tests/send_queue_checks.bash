@@ -50,16 +50,7 @@ check_order() {
             "client $i says hello" >"$T/order.$i" 2>&1 &
         pids+=($!)
     done
-    for i in $(seq 5); do
-        (
-            "$(peer_bin 06_send_queue client)" --port "$PORT" --repeat 5000 --quiet "vanishing $i" \
-                >/dev/null 2>&1 &
-            v=$!
-            sleep "0.0$i"
-            kill -KILL "$v"
-            wait "$v"
-        ) 2>/dev/null &
-    done
+    clients_vanish 5 "$(peer_bin 06_send_queue client)"
     for p in "${pids[@]}"; do wait "$p"; done
     [ "$(cat "$T"/order.* | grep -c 'client: 300 messages sent, 300 replies, all intact')" -eq 20 ]
     kill -0 "$PID"

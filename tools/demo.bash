@@ -51,13 +51,19 @@ demo_check_built() {
     done
 }
 
+# demo_dir: the demo's scratch directory, DEMO_TMP, made on first use
+# (demo_cleanup removes it).
+demo_dir() {
+    [ -n "$DEMO_TMP" ] || DEMO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/demo.XXXXXX")
+}
+
 # demo_bg NAME CMD...: start CMD in the background; its output goes to the
 # file $LAST_OUT and, labelled NAME, to the terminal. Sets LAST_PID.
 demo_bg() {
     local name=$1
     shift
     DEMO_SEQ=$((DEMO_SEQ + 1))
-    [ -n "$DEMO_TMP" ] || DEMO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/demo.XXXXXX")
+    demo_dir
     LAST_OUT=$DEMO_TMP/$DEMO_SEQ.$name.out
     : >"$LAST_OUT" # exists before tail looks for it
     "$@" >"$LAST_OUT" 2>&1 &
@@ -68,20 +74,27 @@ demo_bg() {
     DEMO_PRINTER[$LAST_PID]=$!
 }
 
-# demo_server NAME CMD...: demo_bg, then wait (at most 5 s) for the
-# "listening on HOST:PORT" line. Sets PORT and LAST_PID.
-demo_server() {
-    local name=$1 line
-    demo_bg "$@"
+# demo_port_of OUT PID: wait (at most 5 s) for the "listening on HOST:PORT"
+# line that program PID writes to the file OUT. Sets PORT; 1 if it never came.
+demo_port_of() {
+    local line
     for _ in $(seq 50); do
-        line=$(grep -m1 '^listening on ' "$LAST_OUT" 2>/dev/null)
+        line=$(grep -m1 '^listening on ' "$1" 2>/dev/null)
         if [ -n "$line" ]; then
             PORT=${line##*:}
             return 0
         fi
-        kill -0 "$LAST_PID" 2>/dev/null || break
+        kill -0 "$2" 2>/dev/null || break
         sleep 0.1
     done
+    return 1
+}
+
+# demo_server NAME CMD...: demo_bg, then demo_port_of. Sets PORT and LAST_PID.
+demo_server() {
+    local name=$1
+    demo_bg "$@"
+    demo_port_of "$LAST_OUT" "$LAST_PID" && return 0
     echo "run: $name did not print 'listening on' within 5 s" >&2
     exit 1
 }

@@ -24,12 +24,11 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 static void fail(const char *what)
 {
-    fprintf(stderr, "myths: %s: %s\n", what, strerror(errno));
+    log_line("%s: %s", what, strerror(errno));
     exit(1);
 }
 
@@ -141,11 +140,10 @@ static void *accept_later(void *arg)
     return (void *)(intptr_t)a;
 }
 
-static double since_ms(const struct timespec *t0)
+/* Seconds since t0_ns (clock_ns, CLOCK_MONOTONIC). */
+static double since_s(int64_t t0_ns)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (t.tv_sec - t0->tv_sec) * 1e3 + (t.tv_nsec - t0->tv_nsec) / 1e6;
+    return (double)(clock_ns() - t0_ns) / 1e9;
 }
 
 static const char *result(int r, int err)
@@ -179,8 +177,7 @@ static int connect_eintr(void)
     printf("2. connect() again, non-blocking: %s (the attempt goes on)\n", result(r, err2));
     pthread_t th;
     pthread_create(&th, NULL, accept_later, &lfd);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_ns();
     p = (struct pollfd){.fd = fd, .events = POLLOUT};
     int ready = poll(&p, 1, 5000);
     int so_error = -1;
@@ -188,7 +185,7 @@ static int connect_eintr(void)
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len);
     printf("3. poll(POLLOUT) (one connection accepted at 300 ms): %s after %.1f s, "
            "SO_ERROR %s: connected\n",
-           ready == 1 ? "writable" : "timeout", since_ms(&t0) / 1e3, result(so_error, so_error));
+           ready == 1 ? "writable" : "timeout", since_s(t0), result(so_error, so_error));
     void *a1;
     pthread_join(th, &a1);
     int r4 = connect(fd, (struct sockaddr *)&addr, sizeof addr);
@@ -201,12 +198,12 @@ static int connect_eintr(void)
     int err5;
     int fd2 = interrupted_connect(&addr, &err5); /* the queue is full again */
     pthread_create(&th, NULL, accept_later, &lfd);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = clock_ns();
     r = connect(fd2, (struct sockaddr *)&addr, sizeof addr);
     int err6 = errno;
     printf("5. another socket: %s, then a blocking connect() again: %s after %.1f s: "
            "Linux waited for the same attempt\n",
-           result(-1, err5), result(r, err6), since_ms(&t0) / 1e3);
+           result(-1, err5), result(r, err6), since_s(t0));
     void *a2;
     pthread_join(th, &a2);
     close((int)(intptr_t)a1);
@@ -278,11 +275,6 @@ struct __attribute__((packed)) wire_header {
     uint8_t reserved[16];
 };
 
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 static void show(const char *what, const struct wire_header *h)
 {
     uint8_t bytes[sizeof *h];
@@ -290,7 +282,7 @@ static void show(const char *what, const struct wire_header *h)
     printf("%s: bytes 0-8 =", what);
     for (int i = 0; i < 9; i++)
         printf(" %02x", bytes[i]);
-    printf("; a big-endian reader sees origin_size %u\n", get_be32(bytes + 1));
+    printf("; a big-endian reader sees origin_size %u\n", get_u32_be(bytes + 1));
 }
 
 /* The same fields without the attribute: the compiler aligns origin_size. */
@@ -314,6 +306,7 @@ static int packed_header(void)
 
 int main(int argc, char **argv)
 {
+    tool_name = "myths";
     const char *which = argc == 2 ? argv[1] : "";
     if (strcmp(which, "et-epollout") == 0)
         return et_epollout();
