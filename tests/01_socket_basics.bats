@@ -151,18 +151,26 @@ LONG=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+ # 64 bytes
     [ "$(echo next | timeout 10 "$(bin $L client)" --port "$PORT")" = next ]
 }
 
-# queues_stuck PORT: wait (at most 20 s) until the send and receive queues of
-# the connections on PORT stop moving for 1 s: both ends are blocked.
+# queues_stuck PORT PID...: wait (at most 20 s) until the send and receive
+# queues of the connections on PORT stop moving for 1 s: both ends are
+# blocked. Fails at once if one of the processes PID... has exited.
 queues_stuck() {
-    local prev="" cur stable=0
+    local port=$1 prev="" cur stable=0 pid
+    shift
     for _ in $(seq 100); do
         sleep 0.2 # one sample of the queues every 0.2 s
-        cur=$(ss -tnH state established "( sport = :$1 or dport = :$1 )" | awk '{ print $1, $2 }' | sort)
+        for pid in "$@"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "process $pid exited before the queues on port $port filled" >&2
+                return 1
+            fi
+        done
+        cur=$(ss -tnH state established "( sport = :$port or dport = :$port )" | awk '{ print $1, $2 }' | sort)
         if [ -n "$cur" ] && [ "$cur" = "$prev" ]; then stable=$((stable + 1)); else stable=0; fi
         prev=$cur
         [ "$stable" -ge 5 ] && return 0
     done
-    echo "the queues on port $1 still moved after 20 s: $cur" >&2
+    echo "the queues on port $port still moved after 20 s: $cur" >&2
     return 1
 }
 
@@ -178,7 +186,7 @@ is_stopped() { [ "$(ps -o state= -p "$1")" = T ]; }
     open_input echo # the client's stdout; the test holds it open on fd 5
     start_bg client bash -c 'exec "$@" >"$0"' "$T/echo.in" "$(bin $L client)" --port "$PORT" <"$T/in"
     client=$PID
-    queues_stuck "$PORT"
+    queues_stuck "$PORT" "$server" "$client"
     # A stop signal wakes the blocked send(), which returns the bytes it has
     # queued so far: a short write. writen() must send the rest after SIGCONT.
     kill -STOP "$server"
