@@ -15,7 +15,7 @@ lesson_dir = $(filter $(shell printf %02d $(1))_%,$(LESSONS))
 
 BATS_VERSION := 1.11.1
 
-.PHONY: all help test bench fuzz mutants clean tools sanitize sanitize-thread $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
+.PHONY: all help test bench fuzz mutants clean tools sanitize sanitize-thread labs grade $(addprefix lesson-,$(LESSON_NUMBERS)) sanitize
 
 all: tools
 	@for d in $(LESSONS); do $(MAKE) --no-print-directory -C $$d CC='$(CC)' CFLAGS='$(CFLAGS)' || exit 1; done
@@ -27,6 +27,9 @@ help:
 	@echo "make bench      run the benchmarks and print their tables"
 	@echo "make mutants    remove one taught mechanism at a time, expect a red suite (slow; MUTANTS=name)"
 	@echo "make fuzz       run the libFuzzer harnesses (FUZZ_SECONDS=60 each, needs clang)"
+	@echo "make lab-N DEST=DIR  write lab N: lesson N with the parts a student writes taken out"
+	@echo "make labs DEST=DIR   every lab, as DIR/lab1 ... (tests/make_lab --list names the exercises)"
+	@echo "make grade LAB=DIR   grade a student's lab workspace with this repository's tests"
 	@echo "make clean      remove everything that was built"
 
 tools:
@@ -85,6 +88,14 @@ bench: all
 # fuzz: run every libFuzzer harness in fuzz/ for FUZZ_SECONDS (default 60) each.
 fuzz:
 	@$(MAKE) --no-print-directory -C fuzz run
+
+# Classroom labs (tests/make_lab; lessons/README.md, "For teachers").
+lab-%:
+	@tests/make_lab '$*' '$(DEST)'
+labs:
+	@tests/make_lab --all '$(DEST)'
+grade:
+	@tests/make_lab --grade '$(LAB)'
 
 clean:
 	@for d in $(LESSONS) tools; do $(MAKE) --no-print-directory -C $$d clean; done

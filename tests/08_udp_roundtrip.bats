@@ -186,7 +186,7 @@ best_offset_us() {
     server
     run sender --port "$PORT" hello
     [ "$status" -eq 0 ]
-    wait_until 5 grep -qE '^server: 127\.0\.0\.1:[0-9]+: ignored a 5-byte datagram: wrong size \(a probe is 32 bytes\)$' "$T/server.err"
+    wait_alive "$SERVER" 5 grep -qE '^server: 127\.0\.0\.1:[0-9]+: ignored a 5-byte datagram: wrong size \(a probe is 32 bytes\)$' "$T/server.err"
     run client --port "$PORT" --count 2 --interval-ms 0
     [ "$status" -eq 0 ]
     [[ $output == *"2 probes: 2 replies, 0 lost"* ]]
@@ -198,7 +198,7 @@ best_offset_us() {
     server
     run sender --port "$PORT" 0123456789abcdef0123456789abcdef --fill 2000
     [ "$status" -eq 0 ]
-    wait_until 5 grep -q 'ignored a 2000-byte datagram: wrong size' "$T/server.err"
+    wait_alive "$SERVER" 5 grep -q 'ignored a 2000-byte datagram: wrong size' "$T/server.err"
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: ignored a 32-byte datagram: bad magic \(not "RTT"\)$' "$T/server.err"
     run client --port "$PORT" --count 1
     [ "$status" -eq 0 ]

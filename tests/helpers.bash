@@ -6,6 +6,7 @@
 #   start_bg NAME CMD...       start CMD in the background; sets PID
 #   wait_exit PID SECONDS      wait for it; returns its status (124: still running)
 #   wait_until SECONDS CMD...  retry CMD every 50 ms until it succeeds
+#   wait_alive PID SECONDS CMD...  the same, but give up at once when PID exits
 #   stop_pid PID               SIGTERM, then SIGKILL after 5 s
 #   doc_cmd MD 'COMMAND'       run a command exactly as a lesson text prints it
 #   echo_on FD TEXT, at_eof FD talk over connections opened with /dev/tcp
@@ -105,6 +106,23 @@ wait_until() {
     shift
     for _ in $(seq "$ticks"); do
         "$@" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_alive PID SECONDS CMD...: wait_until, for what only PID can bring
+# about: when PID has exited, CMD gets one last try and the wait ends.
+wait_alive() {
+    local pid=$1 ticks=$(($2 * 20))
+    shift 2
+    for _ in $(seq "$ticks"); do
+        "$@" && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            "$@" && return 0
+            echo "process $pid exited; gave up waiting for: $*" >&2
+            return 1
+        fi
         sleep 0.05
     done
     return 1
