@@ -56,6 +56,49 @@ vanishing_client() {
     vanishing_client select
 }
 
+# closed_and_line_queued: (for wait_until) the server's side, seen by ss:
+# one peer's FIN has arrived (CLOSE-WAIT) and another's 5 bytes wait unread.
+closed_and_line_queued() {
+    ss -tnH "( sport = :$PORT )" |
+        awk '$1 == "CLOSE-WAIT" { fin = 1 } $1 == "ESTAB" && $2 == 5 { line = 1 }
+             END { exit !(fin && line) }'
+}
+
+# The text's Ctrl-Z experiment, without the text: slots 1..3 hold a, b, c;
+# while the server is stopped a closes and c sends a line, so one poll()
+# reports both. Closing a moves c into slot 1, which must be looked at
+# again in the same turn (i++ there leaves c's line for a later poll).
+@test "poll: the entry moved into a closed connection's slot is served in the same turn" {
+    start_server server "$(bin $L server)" --api poll --port 0 -v
+    local server=$PID a b c a_fd a_peer c_fd got
+    exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$a" alice
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$b" bob
+    exec {c}<>"/dev/tcp/127.0.0.1/$PORT"
+    echo_on "$c" carol
+    a_fd=$(sed -n 's/^server: accept fd=\([0-9]*\) .*(1 connections)$/\1/p' "$T/server.err")
+    a_peer=$(sed -n 's/^server: accept fd=[0-9]* from \([^ ]*\) (1 connections)$/\1/p' "$T/server.err")
+    c_fd=$(sed -n 's/^server: accept fd=\([0-9]*\) .*(3 connections)$/\1/p' "$T/server.err")
+    kill -STOP "$server"
+    wait_until 5 grep -qE '^State:[[:space:]]+T' "/proc/$server/status"
+    exec {a}>&-
+    printf 'late\n' >&"$c"
+    wait_until 10 closed_and_line_queued
+    kill -CONT "$server"
+    read -r -t 5 -u "$c" got
+    [ "$got" = late ]
+    exec {b}>&- {c}>&-
+    grep -A4 -x 'server: poll -> 2 ready of 4' "$T/server.err" | diff - <(cat <<TRACE
+server: poll -> 2 ready of 4
+server: poll: fd=$a_fd POLLIN
+server: recv fd=$a_fd -> 0 bytes: $a_peer closed its side
+server: close fd=$a_fd (done)
+server: poll: fd=$c_fd POLLIN
+TRACE
+)
+}
+
 fd_limit() {
     # With 16 fds (3 std, listener, spare) about 11 connections fit.
     start_server server bash -c 'ulimit -n 16 && for fd in $(seq 3 15); do eval "exec $fd>&-"; done; exec "$0" "$@"' "$(bin $L server)" --api "$1" --port 0

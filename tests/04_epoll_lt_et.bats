@@ -170,9 +170,10 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
         exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
         fds+=("$fd")
     done
-    wait_until 5 grep -q 'refused: out of file descriptors' "$T/server.err"
+    # wait_alive: a server that has died will neither write the line nor close fds
+    wait_alive "$PID" 5 grep -q 'refused: out of file descriptors' "$T/server.err"
     for fd in "${fds[@]}"; do exec {fd}>&-; done
-    wait_until 10 fds_back_to "$PID" "$base" # the server has closed every one it had
+    wait_alive "$PID" 10 fds_back_to "$PID" "$base" # the server has closed every one it had
     exec {n}<>"/dev/tcp/127.0.0.1/$PORT"
     echo_on "$n" newcomer
 }

@@ -154,7 +154,8 @@ bad_frame() {
     exec {bad}<>"/dev/tcp/127.0.0.1/$PORT"
     printf "$1" >&"$bad"
     at_eof "$bad"
-    wait_until 5 grep -qE "^server: 127\.0\.0\.1:[0-9]+: protocol error: $2\$" "$T/server.err"
+    # wait_alive: a server that has died will never write the line
+    wait_alive "$PID" 5 grep -qE "^server: 127\.0\.0\.1:[0-9]+: protocol error: $2\$" "$T/server.err"
     printf 'k' >&"$good" # ...and its other half: the reply must come
     reply=$(timeout 5 head -c 27 <&"$good" | od -An -tx1 | tr -d ' \n')
     [ "$reply" = "000000000200000000$(printf '00%.0s' {1..16})6f6b" ]

@@ -80,8 +80,8 @@ static void attempt(const char *label, int kind, int listener, const struct sock
 
     if (rc == -1 && err == EINPROGRESS) {
         /* finish the handshake: the cookie, if the listener gave one, comes in its SYN-ACK */
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int ready = poll(&p, 1, WAIT_MS);
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int ready = poll(&pfd, 1, WAIT_MS);
         if (ready == -1)
             die("poll");
         if (ready == 0) {
