@@ -194,7 +194,7 @@ check_lab() {
     run make --no-print-directory -C "$T/elsewhere/student" grade EX=8.1
     [ "$status" -ne 0 ]
     grep -qx 'exercise 8.1 receive one datagram and its real size: failed (2 of 2 tests)' <<<"$output"
-    run ! grep -q '^exercise 8.2' <<<"$output"
+    refute grep -q '^exercise 8.2' <<<"$output"
     "$ROOT/tests/make_lab" --restore "$T/elsewhere/student"
     run make --no-print-directory -C "$T/elsewhere/student" grade EX=8.1
     [ "$status" -eq 0 ]

@@ -84,7 +84,7 @@ partial_writes() {
         for i in 1 2 3 4 5; do printf 'small %d\r\n' "$i"; done
     } >"$T/request"
     cat "$T/request" >&"$fd"
-    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    wait_alive "$PID" 10 grep -q 'reading paused' "$T/server.err"
     n=$(stat -c %s "$T/request")
     rc=0
     timeout 5 head -c "$n" <&"$fd" >"$T/echo" || rc=$?
@@ -194,7 +194,7 @@ partial_writes() {
     server=$PID
     for i in $(seq 20); do exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"; done
     start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --send 2048 --size 4096 --read-for 10
-    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    wait_alive "$server" 10 grep -q 'reading paused' "$T/server.err"
     before=$(cpu_ms "$server")
     # a measurement window: a server spinning on EPOLLOUT, or on EPOLLIN for
     # the requests it does not read while reading is paused, would burn it
@@ -295,9 +295,9 @@ frames_from() { [ "$(grep -c "^server: frame complete fd=$1: " "$T/server.err")"
     z16='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
     exec {a}<>"/dev/tcp/127.0.0.1/$PORT"
     printf "\x00\x00\x00\x00\x05\x00\x00\x00\x00${z16}hello\x02" >&"$a"
-    wait_until 5 grep -q 'protocol error: bad flags' "$T/server.err"
+    wait_alive "$PID" 5 grep -q 'protocol error: bad flags' "$T/server.err"
     fd=$(sed -n 's/^server: accept fd=\([0-9]*\) .*/\1/p' "$T/server.err" | head -n 1)
-    wait_until 5 grep -q "^server: close fd=$fd " "$T/server.err"
+    wait_alive "$PID" 5 grep -q "^server: close fd=$fd " "$T/server.err"
     run timeout 20 "$(bin tools slowreader)" --port "$PORT" --send 1 --size 1000 --expect 1 --read-for 15
     echo "B: $output"
     exec {a}>&-

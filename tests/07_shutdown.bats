@@ -268,7 +268,7 @@ drip_reader() {
     start_server server "$(bin $L server)" --port 0 --idle-ms 300 --linger-ms 500
     exec 7<>"/dev/tcp/127.0.0.1/$PORT"
     at_eof 7 # the idle close's FIN; we keep our side open and never send ours
-    wait_until 10 grep -qE '^server: 127\.0\.0\.1:[0-9]+: no FIN within 500 ms of ours: closing$' \
+    wait_alive "$PID" 10 grep -qE '^server: 127\.0\.0\.1:[0-9]+: no FIN within 500 ms of ours: closing$' \
         "$T/server.err"
     line=$(stats "$PID")
     echo "$line"

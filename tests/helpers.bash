@@ -319,6 +319,20 @@ fresh_copy() {
     [ -f "$T/fresh/Makefile" ]
 }
 
+# fresh_copy_built: fresh_copy, then this checkout's compiled programs (the
+# make all that make test ran first, from these same files) put in, newer
+# than the sources: for a test about what a make target runs rather than
+# how it builds (make bench), so that its make finds nothing to compile.
+fresh_copy_built() {
+    local f
+    fresh_copy || return 1
+    for f in "$ROOT"/[0-9][0-9]_*/* "$ROOT"/tools/*; do
+        if [ -f "$f" ] && [ -x "$f" ] && head -c 4 "$f" | grep -q ELF; then
+            cp "$f" "$T/fresh/${f#"$ROOT"/}"
+        fi
+    done
+}
+
 # printed_in NAME.md 'COMMAND': the text prints "$ COMMAND". For commands that
 # run until stopped (servers, the proxy): a test starts them in the background
 # instead of through doc_cmd, and checks with this that the text shows them.
@@ -391,13 +405,13 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # stats PID [NAME]: ask a lesson-7 server for its counters (SIGUSR1) and
 # print the new "stats on SIGUSR1" line it writes to $T/NAME.out (NAME:
-# server). Fails if no new line comes within 10 s.
+# server). Fails if no new line comes within 10 s, or at once if PID has exited.
 stats() {
     local out="$T/${2:-server}.out" before
     before=$(grep -c '^stats on SIGUSR1' "$out") || true # grep -c: status 1 on 0
     kill -USR1 "$1"
-    if ! wait_until 10 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$out') -gt $before ]"; then
-        echo "no stats line within 10 s of SIGUSR1" >&2
+    if ! wait_alive "$1" 10 bash -c "[ \$(grep -c '^stats on SIGUSR1' '$out') -gt $before ]"; then
+        echo "no stats line from $1 after SIGUSR1" >&2
         return 1
     fi
     grep '^stats on SIGUSR1' "$out" | tail -n 1

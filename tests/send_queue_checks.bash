@@ -66,7 +66,7 @@ check_slow_client() {
     start_bg slow "$(peer_bin 06_send_queue client)" --port "$PORT" --pause-ms 3000 \
         --body-bytes 65536 --repeat 800 --quiet
     local slow=$PID
-    wait_until 10 grep -q 'reading paused' "$T/server.err"
+    wait_alive "$server" 10 grep -q 'reading paused' "$T/server.err"
     run timeout 10 "$(peer_bin 06_send_queue client)" --port "$PORT" --pingpong --repeat 100 --quiet ping
     echo "$output"
     [ "$status" -eq 0 ]
