@@ -264,18 +264,18 @@ shown_block() {
 
 @test "lessons/README.md's lab commands work as printed and print what it shows" {
     local md=lessons/README.md
-    doc_cmd $md 'make labs DEST=../labs'
+    doc_cmd lessons/README.md 'make labs DEST=../labs'
     [ "$status" -eq 0 ]
     for n in 1 2 3 4 5 6 7 8; do
         [ "$(cat "$T/labs/lab$n/.lab")" = "$n" ]
     done
-    doc_cmd $md 'make -C ../labs/lab8 grade EX=8.1'
+    doc_cmd lessons/README.md 'make -C ../labs/lab8 grade EX=8.1'
     [ "$status" -ne 0 ]
     lines_match_with_gaps "$(shown_block $md 'make -C ../labs/lab8 grade EX=8.1')" "$output"
-    doc_cmd $md 'make grade LAB=../labs/lab8 EX=8.1'
+    doc_cmd lessons/README.md 'make grade LAB=../labs/lab8 EX=8.1'
     [ "$status" -ne 0 ]
     lines_match_with_gaps "$(shown_block $md 'make grade LAB=../labs/lab8 EX=8.1')" "$output"
-    doc_cmd $md 'tests/make_lab --list'
+    doc_cmd lessons/README.md 'tests/make_lab --list'
     [ "$status" -eq 0 ]
     [ "$output" = "$(shown_block $md 'tests/make_lab --list')" ]
     every_doc_cmd_is_tested $md
