@@ -29,6 +29,7 @@ accepted_bytes() {
 }
 
 @test "make lesson-6 && ./run builds the lesson and tours flood, broadcast and stale within 20 s" {
+    fresh_copy_built tools # the tools built already: this test reads the lesson's own cc lines
     doc_cmd 06_send_queue.md 'make lesson-6 && ./run'
     [ "$status" -eq 0 ]
     [ "$DOC_SECONDS" -le 20 ]

@@ -36,6 +36,7 @@ fetch_lost_the_tail() {
 n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
 
 @test "make lesson-7 && ./run shows the RST loss, the graceful close and a graceful stop within 20 s" {
+    fresh_copy_built tools # the tools built already: this test reads the lesson's own cc lines
     doc_cmd 07_shutdown.md 'make lesson-7 && ./run'
     [ "$status" -eq 0 ]
     [ "$DOC_SECONDS" -le 20 ]

@@ -26,6 +26,7 @@ round_trips_positive() {
 }
 
 @test "make lesson-8 && ./run builds the lesson and tours probes, boundaries, truncation, loss and late replies within 15 s" {
+    fresh_copy_built tools # the tools built already: this test reads the lesson's own cc lines
     doc_cmd 08_udp_roundtrip.md 'make lesson-8 && ./run'
     [ "$status" -eq 0 ]
     [ "$DOC_SECONDS" -le 15 ]

@@ -315,18 +315,21 @@ lines_match_with_gaps() {
 fresh_copy() {
     rm -rf "$T/fresh" && mkdir -p "$T/fresh" || return 1
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-        xargs -0 -I{} cp --parents -- {} "$T/fresh/" 2>/dev/null)
+        xargs -0 cp --parents -t "$T/fresh/" -- 2>/dev/null)
     [ -f "$T/fresh/Makefile" ]
 }
 
-# fresh_copy_built: fresh_copy, then this checkout's compiled programs (the
-# make all that make test ran first, from these same files) put in, newer
-# than the sources: for a test about what a make target runs rather than
-# how it builds (make bench), so that its make finds nothing to compile.
+# fresh_copy_built [tools]: fresh_copy, then this checkout's compiled
+# programs (the make all that make test ran first, from these same files)
+# put in, newer than the sources: for a test about what a make target runs
+# rather than how it builds (make bench), so that its make finds nothing to
+# compile. With "tools", only the tools' programs: a lesson's build
+# transcript then shows its own cc lines, without the tools' before them.
 fresh_copy_built() {
-    local f
+    local f where=("$ROOT"/[0-9][0-9]_*/* "$ROOT"/tools/*)
+    [ "${1:-}" != tools ] || where=("$ROOT"/tools/*)
     fresh_copy || return 1
-    for f in "$ROOT"/[0-9][0-9]_*/* "$ROOT"/tools/*; do
+    for f in "${where[@]}"; do
         if [ -f "$f" ] && [ -x "$f" ] && head -c 4 "$f" | grep -q ELF; then
             cp "$f" "$T/fresh/${f#"$ROOT"/}"
         fi
