@@ -66,7 +66,10 @@ grade_names_each() {
     if [ "$want" = passed ]; then
         run make --no-print-directory -C "$ws" grade QUICK=1
     else
-        run "$ws/tests/grade" --first
+        # the ASan build of the stubs without optimisation: it compiles in
+        # half the time, and these tests only have to fail
+        run env SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O0" \
+            "$ws/tests/grade" --first
     fi
     echo "$output" | grep -E '^(exercise |    |[0-9]+ of |[0-9]+ passed)'
     # the last line of grade's output (make adds its own when grade failed)
@@ -90,10 +93,14 @@ grade_names_each() {
 }
 
 # check_lab N: the whole round for lab N.
+# Every lab's workspace, written once for the suite (check_lab copies one).
+setup_file() {
+    "$ROOT/tests/make_lab" --all "$BATS_FILE_TMPDIR/labs" >/dev/null
+}
+
 check_lab() {
     local n=$1 ws=$T/lab$1 count
-    run "$ROOT/tests/make_lab" "$n" "$ws"
-    [ "$status" -eq 0 ] || { echo "$output"; return 1; }
+    cp -a "$BATS_FILE_TMPDIR/labs/lab$n" "$ws"
     count=$(exercises "$n" | wc -l)
     [ "$count" -ge 2 ]
     [ "$count" -le 4 ]
