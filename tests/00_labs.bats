@@ -201,30 +201,6 @@ no_answer_in() {
     [ "${lines[2]}" = '```' ]
 }
 
-@test "make grade LAB=DIR grades with the repository's tests: a workspace whose own tests were made to pass still fails; a skipped test grades nothing" {
-    run make --no-print-directory -C "$ROOT" lab-8 DEST="$T/s"
-    [ "$status" -eq 0 ]
-    [ "${lines[-1]}" = "lab 8 is in $T/s: cd $T/s && make && make grade" ]
-    # the student replaces the suite by one that passes, with tests named to match
-    # (and one that skips: a skipped test checks nothing, so it grades nothing)
-    cat >"$T/s/tests/08_udp_roundtrip.bats" <<'EOF'
-AT_TEST "a 32-byte datagram without the magic is ignored, and so is an oversized one, by its real size" { skip "planted"; }
-AT_TEST "every round trip is positive" { true; }
-AT_TEST "a reply that comes after its probe timed out is recognised as late, not taken" { true; }
-EOF
-    sed -i 's/^AT_TEST /@test /' "$T/s/tests/08_udp_roundtrip.bats"
-    prebuilt "$T/s" 8 stub
-    run make --no-print-directory -C "$T/s" grade QUICK=1
-    [ "$status" -ne 0 ]
-    grep -qxF 'exercise 8.1 receive one datagram and its real size: failed (none of its tests ran; 1 skipped here, see above: "oversized one, by its real size|wrong-size datagram is logged")' <<<"$output"
-    grep -qx 'exercise 8.2 round trip and clock offset from T1, T2, T3, T4: passed (1 tests)' <<<"$output"
-    grep -qx 'exercise 8.3 take only the reply to the current probe: passed (1 tests)' <<<"$output"
-    run make --no-print-directory -C "$ROOT" grade LAB="$T/s" QUICK=1
-    [ "$status" -ne 0 ]
-    [ "${lines[0]}" = "grading $T/s/08_udp_roundtrip (its .c and .h files) with this repository's lab 8 tests" ]
-    grep -qx '3 of 3 exercises failed' <<<"$output"
-}
-
 @test "a workspace that does not build: grade says so, every exercise failed, 0 passed, 1 failed" {
     "$ROOT/tests/make_lab" 8 "$T/ws"
     echo 'this is not C' >>"$T/ws/08_udp_roundtrip/probe.c"
@@ -237,7 +213,10 @@ EOF
     [[ ${lines[-1]} =~ ^make(\[[0-9]+\])?:\ \*\*\*\ \[Makefile:[0-9]+:\ grade\]\ Error\ 1$ ]]
 }
 
-@test "make lab-N, make labs and make grade refuse what they cannot do in one line, with status 2" {
+@test "make lab-N says where the lab is; make lab-N, make labs and make grade refuse what they cannot do in one line, with status 2" {
+    run make --no-print-directory -C "$ROOT" lab-8 DEST="$T/ok"
+    [ "$status" -eq 0 ]
+    [ "${lines[-1]}" = "lab 8 is in $T/ok: cd $T/ok && make && make grade" ]
     run make --no-print-directory -C "$ROOT" lab-1
     [ "$status" -eq 2 ]
     [ "${lines[0]}" = "make_lab: usage: make lab-N DEST=DIR" ]
@@ -264,7 +243,7 @@ shown_block() {
         "$(doc_path "$1")"
 }
 
-@test "lessons/README.md's lab commands work as printed; no workspace has an answer or a path of the repository; one moved away still grades" {
+@test "lessons/README.md's lab commands work as printed; no workspace has an answer or a path of the repository; make grade LAB= ignores the student's tests; one moved away still grades" {
     local md=lessons/README.md n
     doc_cmd lessons/README.md 'make labs DEST=../labs'
     [ "$status" -eq 0 ]
@@ -279,10 +258,27 @@ shown_block() {
     [ "$status" -ne 0 ]
     lines_match_with_gaps "$(shown_block $md 'make -C ../labs/lab8 grade EX=8.1')" "$output"
     [ -x "$T/labs/lab8/08_udp_roundtrip/server" ]
+    # The student replaces the suite by one that passes, its tests named to
+    # match the exercises (one skips: a skipped test checks nothing, so it
+    # grades nothing): the workspace's own grade passes what it can...
+    cat >"$T/labs/lab8/tests/08_udp_roundtrip.bats" <<'EOF'
+AT_TEST "a 32-byte datagram without the magic is ignored, and so is an oversized one, by its real size" { skip "planted"; }
+AT_TEST "every round trip is positive" { true; }
+AT_TEST "a reply that comes after its probe timed out is recognised as late, not taken" { true; }
+EOF
+    sed -i 's/^AT_TEST /@test /' "$T/labs/lab8/tests/08_udp_roundtrip.bats"
+    run make --no-print-directory -C "$T/labs/lab8" grade QUICK=1
+    [ "$status" -ne 0 ]
+    grep -qxF 'exercise 8.1 receive one datagram and its real size: failed (none of its tests ran; 1 skipped here, see above: "oversized one, by its real size|wrong-size datagram is logged")' <<<"$output"
+    grep -qx 'exercise 8.2 round trip and clock offset from T1, T2, T3, T4: passed (1 tests)' <<<"$output"
+    grep -qx 'exercise 8.3 take only the reply to the current probe: passed (1 tests)' <<<"$output"
+    # ...and make grade LAB= takes only its .c and .h files, with the repository's tests
     doc_cmd lessons/README.md 'make grade LAB=../labs/lab8 EX=8.1'
     [ "$status" -ne 0 ]
     lines_match_with_gaps "$(shown_block $md 'make grade LAB=../labs/lab8 EX=8.1')" "$output"
-    # moved elsewhere, the reference code put back: it grades, and passes
+    [ "${lines[0]}" = "grading ../labs/lab8/08_udp_roundtrip (its .c and .h files) with this repository's lab 8 tests" ]
+    # moved elsewhere, its suite and the reference code put back: it grades, and passes
+    cp "$ROOT/tests/08_udp_roundtrip.bats" "$T/labs/lab8/tests/"
     mkdir "$T/elsewhere"
     mv "$T/labs/lab8" "$T/elsewhere/student"
     "$ROOT/tests/make_lab" --restore "$T/elsewhere/student"
