@@ -6,7 +6,8 @@
 #   make                build the lesson's programs and the tools its demos use
 #   make grade          build with the sanitizers and run the lesson's tests, one
 #                       line per exercise; EX=N.K runs only exercise N.K's tests,
-#                       QUICK=1 only the tests of all exercises
+#                       QUICK=1 only the tests of all exercises, FIRST=1 only the
+#                       first test of each
 #   make clean          remove what was built
 CC ?= cc
 CFLAGS ?= -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -g
@@ -41,7 +42,7 @@ sanitize-thread:
 	  $$(test -f $(LESSON)/sendthread.c && echo $(CURDIR)/$(TSAN_DIR)/$(LESSON)/sendthread),true)
 
 grade:
-	@tests/grade --build-jobs $(BUILD_JOBS) $(if $(EX),--exercise $(EX)) $(if $(QUICK),--quick)
+	@tests/grade --build-jobs $(BUILD_JOBS) $(if $(EX),--exercise $(EX)) $(if $(QUICK),--quick) $(if $(FIRST),--first)
 
 clean:
 	@$(MAKE) --no-print-directory -C $(LESSON) clean
