@@ -56,14 +56,6 @@ vanishing_client() {
     vanishing_client select
 }
 
-# closed_and_line_queued: (for wait_until) the server's side, seen by ss:
-# one peer's FIN has arrived (CLOSE-WAIT) and another's 5 bytes wait unread.
-closed_and_line_queued() {
-    ss -tnH "( sport = :$PORT )" |
-        awk '$1 == "CLOSE-WAIT" { fin = 1 } $1 == "ESTAB" && $2 == 5 { line = 1 }
-             END { exit !(fin && line) }'
-}
-
 # The text's Ctrl-Z experiment, without the text: slots 1..3 hold a, b, c;
 # while the server is stopped a closes and c sends a line, so one poll()
 # reports both. Closing a moves c into slot 1, which must be looked at
@@ -84,7 +76,7 @@ closed_and_line_queued() {
     wait_until 5 grep -qE '^State:[[:space:]]+T' "/proc/$server/status"
     exec {a}>&-
     printf 'late\n' >&"$c"
-    wait_until 10 closed_and_line_queued
+    wait_until 10 fin_and_line_waiting
     kill -CONT "$server"
     read -r -t 5 -u "$c" got
     [ "$got" = late ]

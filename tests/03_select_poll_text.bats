@@ -27,14 +27,6 @@ normalised_trace() {
     sed -E 's/fd=[0-9]+/fd=N/g; s/127\.0\.0\.1:[0-9]+/PEER/g' "$1"
 }
 
-# The server's side of the Ctrl-Z experiment, seen by ss: alice's FIN has
-# arrived (CLOSE-WAIT) and carol's 5 bytes wait unread (Recv-Q 5).
-fin_and_line_waiting() {
-    ss -tnH "( sport = :$PORT )" |
-        awk '$1 == "CLOSE-WAIT" { fin = 1 } $1 == "ESTAB" && $2 == 5 { line = 1 }
-             END { exit !(fin && line) }'
-}
-
 @test "make lesson-3 && ./run builds the lesson and tours clients then fdlimit within 15 s" {
     fresh_copy_built tools # the tools built already: this test reads the lesson's own cc lines
     doc_cmd 03_select_poll.md 'make lesson-3 && ./run'

@@ -159,7 +159,8 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     [ "$ms" -ge 950 ]
     [ "$ms" -lt 5000 ]
     line=$(grep 'stats at exit' <<<"$output")
-    [ "$(counter closed_idle "$line")" -eq 1 ] && [ "$(counter closed_error "$line")" -eq 0 ]
+    [ "$(counter closed_idle "$line")" -eq 1 ]
+    [ "$(counter closed_error "$line")" -eq 0 ]
 }
 
 @test "./run slowloris: a byte every 500 ms is never idle; the 3 s frame deadline closes it" {
@@ -172,7 +173,8 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     [ "$ms" -lt 8000 ]
     refute grep -q 'idle for' <<<"$output"
     line=$(grep 'stats at exit' <<<"$output")
-    [ "$(counter closed_frame_timeout "$line")" -eq 1 ] && [ "$(counter closed_idle "$line")" -eq 0 ]
+    [ "$(counter closed_frame_timeout "$line")" -eq 1 ]
+    [ "$(counter closed_idle "$line")" -eq 0 ]
 }
 
 @test "./run drip: the drip reader is never stale but closed as too slow; close leaves an orphan in FIN-WAIT-1, abort nothing" {

@@ -368,6 +368,15 @@ every_doc_cmd_is_tested() {
 
 # ---- checks and small readers shared by the suites ----
 
+# fin_and_line_waiting: (for wait_until) lesson 3's Ctrl-Z experiment, the
+# server's side seen by ss on $PORT: one peer's FIN has arrived (CLOSE-WAIT)
+# and another's 5 bytes wait unread (Recv-Q 5).
+fin_and_line_waiting() {
+    ss -tnH "( sport = :$PORT )" |
+        awk '$1 == "CLOSE-WAIT" { fin = 1 } $1 == "ESTAB" && $2 == 5 { line = 1 }
+             END { exit !(fin && line) }'
+}
+
 # refute CMD...: fail if CMD succeeds. Use it (or `run ! CMD`) instead of a
 # bare `! CMD`, which checks nothing mid-test: bash's errexit ignores a
 # negated command. Unlike `run`, it leaves $output and $status alone.
