@@ -67,10 +67,10 @@ grade_names_each() {
     if [ "$want" = passed ]; then
         run make --no-print-directory -C "$ws" grade FIRST=1
     else
-        # the ASan build of the stubs without optimisation: it compiles in
-        # half the time, and these tests only have to fail
-        run env SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O0" \
-            "$ws/tests/grade" --first
+        # the stubs' "sanitizer" build without the sanitizers and without
+        # optimisation: it compiles in a third of the time, and these tests
+        # only have to fail (the README test grades a stubbed lab with them)
+        run env SAN_FLAGS=-O0 "$ws/tests/grade" --first
     fi
     echo "$output" | grep -E '^(exercise |    |[0-9]+ of |[0-9]+ passed)'
     # the last line of grade's output (make adds its own when grade failed)

@@ -36,7 +36,7 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     [[ $output =~ ^client:\ refused\ by\ 127\.0\.0\.1:$PORT\ after\ [0-9]+\.[0-9]\ ms$ ]]
 }
 
-@test "timed out: a full accept queue makes connect time out within 50% of --timeout" {
+@test "timed out: a full accept queue makes connect time out at --timeout, not before" {
     start_server full "$(bin $L full_listener)" --port 0
     start=$(ms_now)
     run client --port "$PORT" --timeout 600 --connect-only
@@ -44,10 +44,12 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms\ connecting\ to\ 127\.0\.0\.1:$PORT$ ]]
     reported=${BASH_REMATCH[1]}
-    [ "$reported" -ge 300 ]
-    [ "$reported" -le 900 ]
-    [ "$took" -ge 300 ]
-    [ "$took" -le 900 ]
+    # never early (poll rounds its timeout up); late only by a loaded
+    # machine's scheduling, so the upper bounds are loose
+    [ "$reported" -ge 600 ]
+    [ "$reported" -le 2600 ]
+    [ "$took" -ge 600 ]
+    [ "$took" -le 10000 ]
 }
 
 @test "timed out: waiting with select instead of poll gives the same result" {
@@ -55,8 +57,8 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
     run client --port "$PORT" --timeout 400 --connect-only --wait select
     [ "$status" -eq 1 ]
     [[ $output =~ ^client:\ timed\ out\ after\ ([0-9]+)\.[0-9]\ ms ]]
-    [ "${BASH_REMATCH[1]}" -ge 200 ]
-    [ "${BASH_REMATCH[1]}" -le 600 ]
+    [ "${BASH_REMATCH[1]}" -ge 400 ]
+    [ "${BASH_REMATCH[1]}" -le 2400 ]
 }
 
 @test "self-connect: a socket bound to its destination is detected, exit status 1" {

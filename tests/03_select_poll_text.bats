@@ -42,7 +42,7 @@ normalised_trace() {
 }
 
 @test "./run clients: three clients served at once by one thread, with poll and with select" {
-    doc_cmd 03_select_poll.md './run clients'
+    doc_cmd_shared 03_select_poll.md './run clients'
     [ "$status" -eq 0 ]
     local who line
     for who in alice bob carol; do
@@ -61,7 +61,7 @@ normalised_trace() {
 }
 
 @test "./run clients: each client's connected line names a port the server's accept line names: fd to name" {
-    doc_cmd 03_select_poll.md './run clients'
+    doc_cmd_shared 03_select_poll.md './run clients'
     [ "$status" -eq 0 ]
     local who port
     for who in alice bob carol; do
@@ -88,7 +88,7 @@ normalised_trace() {
 }
 
 @test "./run fdsetsize: the select server refuses the connection that got fd 1024" {
-    doc_cmd 03_select_poll.md './run fdsetsize'
+    doc_cmd_shared 03_select_poll.md './run fdsetsize'
     [ "$status" -eq 0 ]
     grep -qE '^  \[server\] server: 127\.0\.0\.1:[0-9]+: refused: fd 1024 >= FD_SETSIZE \(1024\)$' <<<"$output"
     [ "$(grep -c 'refused' <<<"$output")" -eq 1 ]
@@ -97,7 +97,7 @@ normalised_trace() {
 }
 
 @test "./run fdsetsize prints what the text shows, line for line (ports and times aside)" {
-    doc_cmd_std_fds 03_select_poll.md './run fdsetsize'
+    doc_cmd_shared 03_select_poll.md './run fdsetsize'
     [ "$status" -eq 0 ]
     demo_streams_are 03_select_poll.md './run fdsetsize' - server client
 }
@@ -205,7 +205,7 @@ TRACE
 }
 
 @test "./run fdlimit: extra clients refused cleanly, no spinning, a newcomer served again" {
-    doc_cmd 03_select_poll.md './run fdlimit'
+    doc_cmd_shared 03_select_poll.md './run fdlimit'
     [ "$status" -eq 0 ]
     grep -qE '^  \[server\] server: 127\.0\.0\.1:[0-9]+: refused: out of file descriptors$' <<<"$output"
     [[ $output =~ Its\ CPU\ time\ during\ that\ second:\ ([0-9]+)\ ms ]]
@@ -216,7 +216,7 @@ TRACE
 }
 
 @test "./run fdlimit prints what the text shows, line for line (ports and times aside)" {
-    doc_cmd_std_fds 03_select_poll.md './run fdlimit'
+    doc_cmd_shared 03_select_poll.md './run fdlimit'
     [ "$status" -eq 0 ]
     demo_streams_are 03_select_poll.md './run fdlimit' - server client
 }
@@ -237,14 +237,14 @@ TRACE
 }
 
 @test "./run bigecho: lesson 1's 20 MB deadlock payload comes back whole" {
-    doc_cmd 03_select_poll.md './run bigecho'
+    doc_cmd_shared 03_select_poll.md './run bigecho'
     [ "$status" -eq 0 ]
     grep -qxF "   sent 20000000 bytes, received 20000000 back: the client reads whenever data arrives," <<<"$output"
     grep -qxF "   even while it still has input to send, so nobody waits for anybody forever." <<<"$output"
 }
 
 @test "./run bigecho prints what the text shows, line for line (ports and times aside)" {
-    doc_cmd_std_fds 03_select_poll.md './run bigecho'
+    doc_cmd_shared 03_select_poll.md './run bigecho'
     [ "$status" -eq 0 ]
     demo_streams_are 03_select_poll.md './run bigecho' - server client
 }

@@ -41,7 +41,7 @@ event_after_all_sent() {
 }
 
 @test "./run modes: lt and et echo all 4000 bytes, et-no-drain 1024, then 1024 more after the nudge" {
-    doc_cmd 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     [ "$(grep -c '\[client\] burst: sent 4000 bytes in one write, 4000 came back$' <<<"$output")" -eq 2 ]
     [ "$(grep -c '\[client\] nudge: sent 1 more byte, 1 more came back (4001 of 4001 in all)$' <<<"$output")" -eq 2 ]
@@ -58,7 +58,7 @@ event_after_all_sent() {
 @test "./run modes: the first connection is fd 6, as the text explains (0-2 std, 3 listener, 4 spare, 5 epoll)" {
     # as a student runs it: with only fds 0-2 open (bats holds more, which
     # the programs would inherit)
-    doc_cmd_std_fds 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     [ "$(grep -cE '\[server\] server: accept fd=6 from 127\.0\.0\.1:[0-9]+ \(1 connections\)$' <<<"$output")" -eq 3 ]
     grep -qF 'The first connection is fd 6 in' "$ROOT/lessons/$MD"
@@ -72,13 +72,13 @@ event_after_all_sent() {
 
 @test "./run modes prints what the text shows: the server's trace, the client's lines and the notes, line for line in each mode" {
     # as a student runs it, so that the fd numbers are the text's
-    doc_cmd_std_fds 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     demo_streams_are 04_epoll_lt_et.md './run modes' - server client
 }
 
 @test "./run modes: lt gets one EPOLLIN per 1024-byte read (4 for the burst, 1 for the nudge)" {
-    doc_cmd 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     lt=$(section lt)
     [ "$(grep -cE 'server: epoll: fd=[0-9]+ EPOLLIN$' <<<"$lt")" -eq 5 ]
@@ -90,7 +90,7 @@ event_after_all_sent() {
 }
 
 @test "./run modes: et gets one event per write and reads until EAGAIN (5 reads, then 2)" {
-    doc_cmd 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     et=$(section et)
     [ "$(grep -cE 'server: epoll: fd=[0-9]+ EPOLLIN$' <<<"$et")" -eq 2 ]
@@ -99,7 +99,7 @@ event_after_all_sent() {
 }
 
 @test "./run modes: et-no-drain reads once per event, and the reset at the end is EPOLLERR, Broken pipe" {
-    doc_cmd 04_epoll_lt_et.md './run modes'
+    doc_cmd_shared 04_epoll_lt_et.md './run modes'
     [ "$status" -eq 0 ]
     broken=$(section et-no-drain)
     # burst, nudge, FIN: three events with data, one 1024-byte read each

@@ -110,7 +110,7 @@ python_lz4() {
 }
 
 @test "./run half: 8 one-byte reads for the naive client, two intact lines and intact protocol frames" {
-    doc_cmd 05_framing.md './run half'
+    doc_cmd_shared 05_framing.md './run half'
     [ "$status" -eq 0 ]
     [ "$(grep -cE '\[naive\] naive recv #[1-8]: 1 byte: ' <<<"$output")" -eq 8 ]
     [[ $output == *'[naive] naive recv #3: 1 byte: "\r"'* ]]
@@ -123,7 +123,7 @@ python_lz4() {
 }
 
 @test "./run half: the traced server reads one frame in pieces, the first inside the header, and completes it only at its 39th byte" {
-    doc_cmd 05_framing.md './run half'
+    doc_cmd_shared 05_framing.md './run half'
     [ "$status" -eq 0 ]
     traced=$(sed -n '/One protocol frame/,/The same through/p' <<<"$output" | grep '^  \[server\] server: ')
     echo "$traced"

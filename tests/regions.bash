@@ -3,11 +3,27 @@
 # line "--- NAME" (original, mutant, stub). Sourced by tests/run_mutants and
 # tests/make_lab.
 
-# field NAME FILE: the value of the first "NAME: value" header line.
-field() { sed -n "/^--- /q; s/^$1: *//p" "$2" | head -n 1; }
+# fields NAME FILE: the values of every "NAME: value" header line, one a
+# line. (In bash alone: make_lab reads hundreds of them.)
+fields() {
+    local line re="^$1: *(.*)\$"
+    while IFS= read -r line || [ -n "$line" ]; do
+        [[ $line == "--- "* ]] && return 0
+        if [[ $line =~ $re ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
+    done <"$2"
+}
 
-# fields NAME FILE: the values of every "NAME: value" header line, one a line.
-fields() { sed -n "/^--- /q; s/^$1: *//p" "$2"; }
+# field NAME FILE: the value of the first "NAME: value" header line.
+field() {
+    local line re="^$1: *(.*)\$"
+    while IFS= read -r line || [ -n "$line" ]; do
+        [[ $line == "--- "* ]] && return 0
+        if [[ $line =~ $re ]]; then
+            printf '%s\n' "${BASH_REMATCH[1]}"
+            return 0
+        fi
+    done <"$2"
+}
 
 # block NAME FILE: the lines of the "--- NAME" section.
 block() {
