@@ -26,26 +26,8 @@ partial_writes() {
 }
 
 @test "echo flood: 200 MiB sent without reading; server RSS stays within the watermark bound; nothing lost" {
-    # The optimised build: its memory is what we measure. Bound: the send
-    # queue stops growing just past the high-water mark (1 MiB) plus one
-    # read's worth of replies (< 1 MiB), and the input buffer holds at most
-    # one frame plus a read (< 256 KiB here): 4 MiB over the baseline is generous.
-    start_server server "$ROOT/$L/server" --port 0
-    server=$PID
-    base=$(rss_kb "$server")
-    start_bg flood "$ROOT/$L/client" --port "$PORT" --pause-ms 3000 --body-bytes 65536 --repeat 3200 --quiet
-    flood=$PID
-    peak=$base
-    for i in $(seq 25); do # sample while the client is not reading
-        sleep 0.1
-        now=$(rss_kb "$server")
-        [ "$now" -gt "$peak" ] && peak=$now
-    done
-    echo "server VmRSS: baseline $base kB, peak while flooded $peak kB"
-    [ $((peak - base)) -lt 4096 ]
-    grep -q 'reading paused' "$T/server.err"
-    wait_exit "$flood" 60
-    grep -q 'client: 3200 messages sent, 3200 replies, all intact' "$T/flood.out"
+    echo_flood_bounded
+
 }
 
 @test "reading resumes only at the low-water mark, so each pause drains high minus low before the next" {
@@ -95,31 +77,8 @@ partial_writes() {
 }
 
 @test "broadcast: a never-reading member is closed for output cap; three others get every message in order" {
-    start_server server "$(bin $L server)" --service broadcast --port 0
-    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
-    for m in a b c; do
-        start_bg "member-$m" "$(bin $L client)" --port "$PORT" --expect 10000
-        eval "pid_$m=\$PID"
-    done
-    wait_until 10 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -ge 4 ]"
-    # 1000 numbered messages of ~1 KiB, sent 10 times: 10 MB, far past the
-    # lazy member's kernel buffers and its 2 MiB cap
-    pad=$(head -c 1000 /dev/zero | tr '\0' x)
-    msgs=()
-    for i in $(seq 1000); do msgs+=("m$i $pad"); done
-    # the sender is the optimised build: the members give up after 2 s of
-    # silence, and the sanitizer build takes over a second on a loaded
-    # machine to encode its 10 MB before the first byte leaves
-    run timeout 120 "$ROOT/$L/client" --port "$PORT" --expect 0 --quiet --repeat 10 "${msgs[@]}"
-    [ "$status" -eq 0 ]
-    for m in a b c; do
-        eval "wait_exit \$pid_$m 60"
-        grep -q "client: 0 messages sent, 10000 received" "$T/member-$m.out"
-        # in order: message #i is "m<((i-1) mod 1000) + 1> ..."
-        sed -n 's/^message #\([0-9]*\): [0-9]* bytes: "m\([0-9]*\) .*/\1 \2/p' "$T/member-$m.out" |
-            awk '($1 - 1) % 1000 + 1 != $2 { bad++ } END { exit (NR != 10000 || bad > 0) }'
-    done
-    grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: output cap \([0-9]+ bytes queued, [0-9]+ more\)$' "$T/server.err"
+    broadcast_caps_never_reader
+
 }
 
 @test "broadcast: the capped member's memory is given back (RSS near baseline, optimised build)" {

@@ -72,7 +72,7 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     # (it runs until it has served one client, so it is started in the background here)
     printed_in 07_shutdown.md '07_shutdown/closer --once --close close --port 0'
     run_closer --once --close close --port 0
-    doc_cmd 07_shutdown.md '07_shutdown/fetch --port $PORT'
+    doc_cmd 07_shutdown.md '07_shutdown/fetch --port $PORT --read-delay-ms 200'
     fetch_lost_the_tail "$output"
     wait_exit "$PID" 10
     grep -qx "closer: answered GET $ANSWER: all $ANSWER bytes handed to the kernel" "$T/closer.out"
@@ -84,7 +84,7 @@ n_stats_lines() { grep -c '^stats on SIGUSR1' "$T/srv.out" || true; }
     # --close graceful", so only fetch is run as printed
     grep -qF 'With `closer --close graceful`, `fetch` gets all 4194304 bytes' "$ROOT/lessons/$MD"
     run_closer --once --close graceful --port 0
-    doc_cmd 07_shutdown.md '07_shutdown/fetch --port $PORT'
+    doc_cmd 07_shutdown.md '07_shutdown/fetch --port $PORT --read-delay-ms 200'
     [ "$status" -eq 0 ]
     [ "$output" = "fetch: received $ANSWER of $ANSWER bytes, then end of stream: complete" ]
     wait_exit "$PID" 10

@@ -46,13 +46,6 @@ recv_q_is() {
     [ "$(ss -tnH "( sport = :$1 )" | awk '{ q += $2 } END { print q + 0 }')" -eq "$2" ]
 }
 
-# enough_fds N: raise this test's soft descriptor limit to N (its programs
-# inherit it), or skip if the hard limit says no.
-enough_fds() {
-    [ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -ge "$1" ] || ulimit -Sn "$1" 2>/dev/null ||
-        skip "needs $1 file descriptors per process; the hard limit here is $(ulimit -Hn)"
-}
-
 # ---- batching: one send for the replies of one read ----
 
 @test "pipelined requests are answered with one send per read (batching), not one per reply" {
@@ -123,19 +116,8 @@ enough_fds() {
 # ---- reading in place, and streams cut anywhere ----
 
 @test "1000 pipelining connections through a random-chunking proxy: every reply byte-exact, counters exact" {
-    enough_fds 4096
-    start_server server "$(bin $L server)" --port 0
-    SERVER=$PID
-    # oneway: each connection sends its 10 messages without waiting, so one
-    # read holds several frames and the tail of one read begins the next frame
-    run timeout 120 "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 1000 --size 1-6000 \
-        --messages 10 --via-proxy 'random:1-3000' --seed 9 --timeout 100
-    loadgen_ok 10000
-    bytes=$(field bytes "$output")
-    wait_until 10 counter_is open 0
-    line=$(stats "$SERVER")
-    echo "$line"
-    counters_exact "$line" 1000 10000 "$bytes"
+    pipelining_through_proxy_exact
+
 }
 
 @test "--mode et: 300 pipelining connections through a random-chunking proxy, every reply byte-exact" {
@@ -176,52 +158,8 @@ enough_fds() {
 }
 
 @test "bad peers beside pipelined load: 7 protocol errors, an RST and a half-close mid-frame, 300 abandoned connections; the load untouched" {
-    enough_fds 4096
-    start_server server "$(bin $L server)" --port 0
-    SERVER=$PID
-    start_bg load "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 10 --size 1-20000 \
-        --duration 4 --seed 7 --timeout 60
-    load=$PID
-    wait_until 10 counter_ge msgs_in 100 # all 10 connected and busy
-    for scenario in bad-flags origin-zero origin-too-big compress-zero compress-too-big bad-lz4 lz4-wrong-size; do
-        run timeout 20 "$(bin tools badpeer)" --port "$PORT" "$scenario"
-        echo "$output"
-        [ "$status" -eq 0 ]
-        [[ $output =~ ^badpeer:\ $scenario:\ server\ closed\ the\ connection\ after\ [0-9]+\ ms\ \((EOF|reset)\)$ ]]
-    done
-    run timeout 30 "$(bin tools badpeer)" --port "$PORT" abandon --count 300 --wait-ms 20000
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [ "$output" = "badpeer: abandon: opened and abandoned 300 connections" ]
-    run timeout 20 "$(bin tools badpeer)" --port "$PORT" rst-mid-frame
-    [ "$status" -eq 0 ]
-    run timeout 20 "$(bin tools badpeer)" --port "$PORT" half-close-mid-frame
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ $output =~ ^badpeer:\ half-close-mid-frame:\ server\ closed\ the\ connection\ after\ [0-9]+\ ms\ \(EOF\)$ ]]
-    kill -0 "$load" # the load ran throughout
-    rc=0
-    wait_exit "$load" 60 || rc=$?
-    cat "$T/load.out"
-    [ "$rc" -eq 0 ]
-    load_out=$(cat "$T/load.out")
-    [ "$(field errors "$load_out")" -eq 0 ]
-    [ "$(field mismatches "$load_out")" -eq 0 ]
-    [ "$(field closed_by_server "$load_out")" -eq 0 ]
-    wait_until 10 counter_is open 0
-    line=$(stats "$SERVER")
-    echo "$line"
-    # 10 loadgen + 7 protocol + 300 abandoned + rst + half-close
-    [ "$(counter accepted "$line")" -eq 319 ]
-    [ "$(counter closed_protocol "$line")" -eq 7 ]
-    [ "$(counter closed_error "$line")" -eq 1 ] # the RST
-    [ "$(counter closed_peer "$line")" -eq 311 ]
-    [ "$(grep -c 'protocol error' "$T/server.err")" -eq 7 ]
-    # every message decoded was answered: loadgen's, and the valid one each protocol badpeer sends first
-    [ "$(counter msgs_in "$line")" -eq $(($(field messages "$load_out") + 7)) ]
-    [ "$(counter msgs_sent "$line")" -eq "$(counter msgs_in "$line")" ]
-    [ "$(counter msgs_queued "$line")" -eq "$(counter msgs_in "$line")" ]
-    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    bad_peers_beside_pipelined_load
+
 }
 
 # ---- lesson 7's promises through the fast path ----
@@ -234,37 +172,13 @@ enough_fds() {
 }
 
 @test "LZ4: pipelined compressed requests are answered compressed through the batch, each reply checked" {
-    start_server server "$(bin $L server)" --port 0
-    SERVER=$PID
-    # 3000-byte compressible bodies: their LZ4 replies are small, so collected
-    run timeout 20 "$(bin $L client)" --port "$PORT" --compress --one-write --repeat 100 hello \
-        --body-bytes 3000 --pattern repeat
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 200 messages sent, 200 replies, all intact"* ]]
-    [ "$(grep -c '(LZ4)' <<<"$output")" -eq 200 ]
-    wait_until 10 counter_is open 0
-    line=$(stats "$SERVER")
-    echo "$line"
-    [ "$(counter msgs_sent "$line")" -eq 200 ]
-    [ "$(counter bytes_out "$line")" -lt $((100 * 3000)) ] # less than the bodies alone, raw
+    lz4_pipelined_checked
+
 }
 
 @test "--threads 2: pipelined small, LZ4 and 200 kB requests are answered in order, each checked" {
-    start_server server "$(bin $L server)" --port 0 --threads 2
-    SERVER=$PID
-    run timeout 30 "$(bin $L client)" --port "$PORT" --quiet --one-write --repeat 50 ping pong \
-        --body-bytes 200000 --pattern random
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 150 messages sent, 150 replies, all intact"* ]]
-    run timeout 30 "$(bin $L client)" --port "$PORT" --quiet --compress --one-write --repeat 50 ping \
-        --body-bytes 20000 --pattern repeat
-    [ "$status" -eq 0 ]
-    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
-    wait_until 10 counter_is open 0
-    line=$(stats "$SERVER")
-    echo "$line"
-    [ "$(counter msgs_sent "$line")" -eq 250 ]
-    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    threads_pipelined_checked
+
 }
 
 # The replies collected in a batch must leave before a later message of the
@@ -288,38 +202,8 @@ enough_fds() {
 }
 
 @test "SIGTERM during a pipelined flood: every message the server decoded is answered and verified, exit 0" {
-    start_server server "$(bin $L server)" --port 0 --stop-timeout-ms 30000 --linger-ms 30000
-    SERVER=$PID
-    floods=()
-    for i in 1 2 3; do
-        start_bg "flood$i" "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 2 \
-            --size 1-30000 --duration 60 --until-closed --seed "$i" --timeout 90
-        floods+=("$PID")
-    done
-    wait_until 20 counter_ge msgs_in 1000
-    kill -TERM "$SERVER"
-    rc=0
-    wait_exit "$SERVER" 60 || rc=$?
-    [ "$rc" -eq 0 ]
-    verified=0
-    for i in 1 2 3; do
-        rc=0
-        wait_exit "${floods[$((i - 1))]}" 60 || rc=$?
-        cat "$T/flood$i.out"
-        [ "$rc" -eq 0 ]
-        out=$(cat "$T/flood$i.out")
-        [ "$(field errors "$out")" -eq 0 ]
-        [ "$(field mismatches "$out")" -eq 0 ]
-        [ "$(field closed_by_server "$out")" -eq 2 ]
-        verified=$((verified + $(field messages "$out")))
-    done
-    line=$(grep '^stats at exit' "$T/server.out")
-    echo "$line"
-    echo "loadgen verified $verified replies"
-    [ "$(counter msgs_sent "$line")" -eq "$verified" ]
-    [ "$(counter msgs_in "$line")" -eq "$verified" ]
-    [ "$(counter msgs_dropped "$line")" -eq 0 ]
-    [ "$(counter closed_stop "$line")" -eq 6 ]
+    stop_during_pipelined_flood
+
 }
 
 @test "ThreadSanitizer: --threads 4, pipelined LZ4 load, SIGTERM mid-run: no report, every decoded message answered" {

@@ -749,6 +749,224 @@ et_accepts_whole_burst() {
     for fd in "${fds[@]}"; do exec {fd}>&-; done
 }
 
+# echo_flood_bounded: (lessons 6 to 10) a client sends 200 MiB and reads
+# nothing for 3 s: reading pauses at the high-water mark, the server's RSS
+# (optimised build) stays within the watermark bound, and nothing is lost.
+echo_flood_bounded() {
+    local server pid base flood peak i now
+    # The optimised build: its memory is what we measure. Bound: the send
+    # queue stops growing just past the high-water mark (1 MiB) plus one
+    # read's worth of replies (< 1 MiB), and the input buffer holds at most
+    # one frame plus a read (< 256 KiB here): 4 MiB over the baseline is generous.
+    start_server server "$ROOT/$L/server" --port 0
+    server=$PID
+    base=$(rss_kb "$server")
+    start_bg flood "$ROOT/$L/client" --port "$PORT" --pause-ms 3000 --body-bytes 65536 --repeat 3200 --quiet
+    flood=$PID
+    peak=$base
+    for i in $(seq 25); do # sample while the client is not reading
+        sleep 0.1
+        now=$(rss_kb "$server")
+        [ "$now" -gt "$peak" ] && peak=$now
+    done
+    echo "server VmRSS: baseline $base kB, peak while flooded $peak kB"
+    [ $((peak - base)) -lt 4096 ]
+    grep -q 'reading paused' "$T/server.err"
+    wait_exit "$flood" 60
+    grep -q 'client: 3200 messages sent, 3200 replies, all intact' "$T/flood.out"
+}
+
+# broadcast_caps_never_reader: (lessons 6 to 10) --service broadcast: a member
+# that never reads is closed by the output cap; three members that read get
+# all 10000 messages, in order.
+broadcast_caps_never_reader() {
+    local m pad msgs i pid_a pid_b pid_c
+    start_server server "$(bin $L server)" --service broadcast --port 0
+    start_bg lazy "$(bin tools slowreader)" --port "$PORT" --never-read --read-for 20
+    for m in a b c; do
+        start_bg "member-$m" "$(bin $L client)" --port "$PORT" --expect 10000
+        eval "pid_$m=\$PID"
+    done
+    wait_until 10 bash -c "[ \$(ss -tnH state established '( sport = :$PORT )' | wc -l) -ge 4 ]"
+    # 1000 numbered messages of ~1 KiB, sent 10 times: 10 MB, far past the
+    # lazy member's kernel buffers and its 2 MiB cap
+    pad=$(head -c 1000 /dev/zero | tr '\0' x)
+    msgs=()
+    for i in $(seq 1000); do msgs+=("m$i $pad"); done
+    # the sender is the optimised build: the members give up after 2 s of
+    # silence, and the sanitizer build takes over a second on a loaded
+    # machine to encode its 10 MB before the first byte leaves
+    run timeout 120 "$ROOT/$L/client" --port "$PORT" --expect 0 --quiet --repeat 10 "${msgs[@]}"
+    [ "$status" -eq 0 ]
+    for m in a b c; do
+        eval "wait_exit \$pid_$m 60"
+        grep -q "client: 0 messages sent, 10000 received" "$T/member-$m.out"
+        # in order: message #i is "m<((i-1) mod 1000) + 1> ..."
+        sed -n 's/^message #\([0-9]*\): [0-9]* bytes: "m\([0-9]*\) .*/\1 \2/p' "$T/member-$m.out" |
+            awk '($1 - 1) % 1000 + 1 != $2 { bad++ } END { exit (NR != 10000 || bad > 0) }'
+    done
+    grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: output cap \([0-9]+ bytes queued, [0-9]+ more\)$' "$T/server.err"
+}
+
+# enough_fds N: raise this test's soft descriptor limit to N (its programs
+# inherit it), or skip if the hard limit says no.
+enough_fds() {
+    [ "$(ulimit -Sn)" = unlimited ] || [ "$(ulimit -Sn)" -ge "$1" ] || ulimit -Sn "$1" 2>/dev/null ||
+        skip "needs $1 file descriptors per process; the hard limit here is $(ulimit -Hn)"
+}
+
+# pipelining_through_proxy_exact: (lessons 9 and 10) 1000 connections each send
+# 10 messages without waiting, through a proxy that cuts the stream at random:
+# every reply byte-exact, the server's counters exact.
+pipelining_through_proxy_exact() {
+    local bytes line
+    enough_fds 4096
+    start_server server "$(bin $L server)" --port 0
+    SERVER=$PID
+    # oneway: each connection sends its 10 messages without waiting, so one
+    # read holds several frames and the tail of one read begins the next frame
+    run timeout 120 "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 1000 --size 1-6000 \
+        --messages 10 --via-proxy 'random:1-3000' --seed 9 --timeout 100
+    loadgen_ok 10000
+    bytes=$(field bytes "$output")
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    counters_exact "$line" 1000 10000 "$bytes"
+}
+
+# bad_peers_beside_pipelined_load: (lessons 9 and 10) while 10 connections
+# pipeline load, 7 protocol errors, 300 abandoned connections, an RST and a
+# half-close mid-frame: each closes only its own connection, the load is untouched.
+bad_peers_beside_pipelined_load() {
+    local load scenario rc load_out line
+    enough_fds 4096
+    start_server server "$(bin $L server)" --port 0
+    SERVER=$PID
+    start_bg load "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 10 --size 1-20000 \
+        --duration 4 --seed 7 --timeout 60
+    load=$PID
+    wait_until 10 counter_ge msgs_in 100 # all 10 connected and busy
+    for scenario in bad-flags origin-zero origin-too-big compress-zero compress-too-big bad-lz4 lz4-wrong-size; do
+        run timeout 20 "$(bin tools badpeer)" --port "$PORT" "$scenario"
+        echo "$output"
+        [ "$status" -eq 0 ]
+        [[ $output =~ ^badpeer:\ $scenario:\ server\ closed\ the\ connection\ after\ [0-9]+\ ms\ \((EOF|reset)\)$ ]]
+    done
+    run timeout 30 "$(bin tools badpeer)" --port "$PORT" abandon --count 300 --wait-ms 20000
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$output" = "badpeer: abandon: opened and abandoned 300 connections" ]
+    run timeout 20 "$(bin tools badpeer)" --port "$PORT" rst-mid-frame
+    [ "$status" -eq 0 ]
+    run timeout 20 "$(bin tools badpeer)" --port "$PORT" half-close-mid-frame
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output =~ ^badpeer:\ half-close-mid-frame:\ server\ closed\ the\ connection\ after\ [0-9]+\ ms\ \(EOF\)$ ]]
+    kill -0 "$load" # the load ran throughout
+    rc=0
+    wait_exit "$load" 60 || rc=$?
+    cat "$T/load.out"
+    [ "$rc" -eq 0 ]
+    load_out=$(cat "$T/load.out")
+    [ "$(field errors "$load_out")" -eq 0 ]
+    [ "$(field mismatches "$load_out")" -eq 0 ]
+    [ "$(field closed_by_server "$load_out")" -eq 0 ]
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    # 10 loadgen + 7 protocol + 300 abandoned + rst + half-close
+    [ "$(counter accepted "$line")" -eq 319 ]
+    [ "$(counter closed_protocol "$line")" -eq 7 ]
+    [ "$(counter closed_error "$line")" -eq 1 ] # the RST
+    [ "$(counter closed_peer "$line")" -eq 311 ]
+    [ "$(grep -c 'protocol error' "$T/server.err")" -eq 7 ]
+    # every message decoded was answered: loadgen's, and the valid one each protocol badpeer sends first
+    [ "$(counter msgs_in "$line")" -eq $(($(field messages "$load_out") + 7)) ]
+    [ "$(counter msgs_sent "$line")" -eq "$(counter msgs_in "$line")" ]
+    [ "$(counter msgs_queued "$line")" -eq "$(counter msgs_in "$line")" ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+}
+
+# lz4_pipelined_checked: (lessons 9 and 10) 200 pipelined LZ4 requests are
+# answered compressed, each reply checked.
+lz4_pipelined_checked() {
+    local line
+    start_server server "$(bin $L server)" --port 0
+    SERVER=$PID
+    # 3000-byte compressible bodies: their LZ4 replies are small, so collected
+    run timeout 20 "$(bin $L client)" --port "$PORT" --compress --one-write --repeat 100 hello \
+        --body-bytes 3000 --pattern repeat
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 200 messages sent, 200 replies, all intact"* ]]
+    [ "$(grep -c '(LZ4)' <<<"$output")" -eq 200 ]
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter msgs_sent "$line")" -eq 200 ]
+    [ "$(counter bytes_out "$line")" -lt $((100 * 3000)) ] # less than the bodies alone, raw
+}
+
+# threads_pipelined_checked: (lessons 9 and 10) --threads 2: pipelined small,
+# LZ4 and 200 kB requests answered in order, each checked.
+threads_pipelined_checked() {
+    local line
+    start_server server "$(bin $L server)" --port 0 --threads 2
+    SERVER=$PID
+    run timeout 30 "$(bin $L client)" --port "$PORT" --quiet --one-write --repeat 50 ping pong \
+        --body-bytes 200000 --pattern random
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 150 messages sent, 150 replies, all intact"* ]]
+    run timeout 30 "$(bin $L client)" --port "$PORT" --quiet --compress --one-write --repeat 50 ping \
+        --body-bytes 20000 --pattern repeat
+    [ "$status" -eq 0 ]
+    [[ $output == *"client: 100 messages sent, 100 replies, all intact"* ]]
+    wait_until 10 counter_is open 0
+    line=$(stats "$SERVER")
+    echo "$line"
+    [ "$(counter msgs_sent "$line")" -eq 250 ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+}
+
+# stop_during_pipelined_flood: (lessons 9 and 10) SIGTERM while three
+# loadgens pipeline: every message the server decoded is answered, and
+# loadgen verifies each; exit 0.
+stop_during_pipelined_flood() {
+    local floods=() i rc verified out line
+    start_server server "$(bin $L server)" --port 0 --stop-timeout-ms 30000 --linger-ms 30000
+    SERVER=$PID
+    floods=()
+    for i in 1 2 3; do
+        start_bg "flood$i" "$(bin tools loadgen)" --port "$PORT" --mode oneway --conns 2 \
+            --size 1-30000 --duration 60 --until-closed --seed "$i" --timeout 90
+        floods+=("$PID")
+    done
+    wait_until 20 counter_ge msgs_in 1000
+    kill -TERM "$SERVER"
+    rc=0
+    wait_exit "$SERVER" 60 || rc=$?
+    [ "$rc" -eq 0 ]
+    verified=0
+    for i in 1 2 3; do
+        rc=0
+        wait_exit "${floods[$((i - 1))]}" 60 || rc=$?
+        cat "$T/flood$i.out"
+        [ "$rc" -eq 0 ]
+        out=$(cat "$T/flood$i.out")
+        [ "$(field errors "$out")" -eq 0 ]
+        [ "$(field mismatches "$out")" -eq 0 ]
+        [ "$(field closed_by_server "$out")" -eq 2 ]
+        verified=$((verified + $(field messages "$out")))
+    done
+    line=$(grep '^stats at exit' "$T/server.out")
+    echo "$line"
+    echo "loadgen verified $verified replies"
+    [ "$(counter msgs_sent "$line")" -eq "$verified" ]
+    [ "$(counter msgs_in "$line")" -eq "$verified" ]
+    [ "$(counter msgs_dropped "$line")" -eq 0 ]
+    [ "$(counter closed_stop "$line")" -eq 6 ]
+}
+
 # max_conns_refused: (lessons 7 and 9) --max-conns 2: a third connection is
 # refused at once (end of stream) and counted; the two stay open.
 max_conns_refused() {
