@@ -808,6 +808,28 @@ broadcast_caps_never_reader() {
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: output cap \([0-9]+ bytes queued, [0-9]+ more\)$' "$T/server.err"
 }
 
+# uring_refused SERVER: (lesson 10) start SERVER --port 0 and print its one
+# line if it exits 3 saying io_uring is not available here; print nothing
+# if it listens (it is stopped at once) or fails in any other way (the
+# tests then fail instead of skipping).
+uring_refused() {
+    local f pid rc=0
+    f=$(mktemp)
+    "$1" --port 0 >"$f.out" 2>"$f" </dev/null &
+    pid=$!
+    for _ in $(seq 200); do
+        grep -q '^listening on ' "$f.out" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" || rc=$?
+    if [ "$rc" -eq 3 ] && grep -q '^server: io_uring is not available here: ' "$f"; then
+        head -n 1 "$f"
+    fi
+    rm -f "$f" "$f.out"
+}
+
 # enough_fds N: raise this test's soft descriptor limit to N (its programs
 # inherit it), or skip if the hard limit says no.
 enough_fds() {

@@ -37,11 +37,13 @@ void die_msg(const char *fmt, ...)
 void trace_line(const char *fmt, ...)
 {
     va_list ap;
+    flockfile(stderr); /* one line, even when two threads trace at once */
     fprintf(stderr, "%s: ", prog_name);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 long parse_number(const char *option, const char *text, long min, long max)
@@ -103,7 +105,7 @@ struct addrinfo *net_resolve(const char *host, int port, bool passive)
     return res;
 }
 
-int net_listen(const char *host, int port, bool reuse_addr)
+static int listen_on(const char *host, int port, bool reuse_addr, bool reuse_port)
 {
     struct addrinfo *ai = net_resolve(host, port, true);
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -114,12 +116,25 @@ int net_listen(const char *host, int port, bool reuse_addr)
     int on = 1;
     if (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == -1)
         die("setsockopt(SO_REUSEADDR)");
+    /* Both options only count if set before bind(). */
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) == -1)
+        die("setsockopt(SO_REUSEPORT)");
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1)
         die("bind");
     freeaddrinfo(ai);
     if (listen(fd, SOMAXCONN) == -1)
         die("listen");
     return fd;
+}
+
+int net_listen(const char *host, int port, bool reuse_addr)
+{
+    return listen_on(host, port, reuse_addr, false);
+}
+
+int net_listen_shared(const char *host, int port, bool reuse_addr)
+{
+    return listen_on(host, port, reuse_addr, true);
 }
 
 void net_print_listening(int listen_fd)

@@ -41,7 +41,12 @@ void ignore_sigpipe(void);
 
 /* Set by SIGINT/SIGTERM once on_stop_signals() is called. The handlers are
  * installed without SA_RESTART, so a blocked accept/recv/send returns EINTR
- * and the program gets a chance to look at this flag. */
+ * and the program gets a chance to look at this flag. A race remains: a
+ * signal that lands after a loop tested the flag but before it entered the
+ * blocking call only sets the flag, and the call sleeps on until the next
+ * event. Event loops close the gap by keeping the signal blocked except
+ * inside the wait itself (ppoll, epoll_pwait unblock it atomically), or by
+ * turning it into a readable fd (signalfd, the self-pipe trick). */
 extern volatile sig_atomic_t stop_requested;
 void on_stop_signals(void);
 
@@ -51,10 +56,17 @@ struct addrinfo;
  * passive: for bind (NULL host = every interface). Free with freeaddrinfo. */
 struct addrinfo *net_resolve(const char *host, int port, bool passive);
 
-/* Create, bind and listen; may exit (die) because it is setup.
- * port 0 lets the kernel choose; the backlog is SOMAXCONN. reuse_addr sets
- * SO_REUSEADDR (every server here does; the server's --no-reuseaddr shows why). */
+/* Create, bind and listen; may exit (die) because it is setup. port 0 lets
+ * the kernel choose. The backlog is SOMAXCONN, a C library constant (4096 in
+ * glibc 2.36, 128 in older ones); listen() takes the smaller of it and
+ * net.core.somaxconn. reuse_addr sets SO_REUSEADDR (every server here does;
+ * the server's --no-reuseaddr shows why). */
 int net_listen(const char *host, int port, bool reuse_addr);
+
+/* net_listen() with SO_REUSEPORT as well: every socket of the same user that
+ * sets it may listen on the same address and port, and the kernel spreads
+ * new connections among them. May exit, like net_listen(). */
+int net_listen_shared(const char *host, int port, bool reuse_addr);
 
 /* Print "listening on HOST:PORT" for a listening socket and flush stdout:
  * tests and scripts wait for this line to learn the port. */
