@@ -56,7 +56,7 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     [ "${lines[2]}" = "nudge: sent 1 more byte, 1024 more came back (2048 of 10001 in all)" ]
 }
 
-@test "et-no-drain with a 1 MiB burst: most bytes stay stranded, even after a nudge" {
+@test "et-no-drain with a 1 MiB burst: part of it stays stranded, even after a nudge" {
     burst et-no-drain 1048576
     # Usually the whole MiB goes in one write; on a loaded machine the first
     # send() may take less, and the rest find no room once the server stops
@@ -65,9 +65,11 @@ burst() { # MODE BYTES [server args...]: the client's two result lines
     sent=${BASH_REMATCH[2]:-1048576}
     [ "${BASH_REMATCH[5]}" -lt "$sent" ]
     # The nudge usually brings nothing (the stranded bytes have closed the
-    # receive window); at most it makes an edge or two. Most bytes stay stuck.
+    # receive window); on a loaded machine window updates can let more edges
+    # through, and how many bytes come back then depends on timing (one run
+    # saw over half). What always holds: part of the megabyte never comes back.
     [[ ${lines[2]} =~ ^nudge:\ (sent\ 1\ more\ byte|no\ room\ for\ 1\ more\ byte),\ [0-9]+\ more\ came\ back\ \(([0-9]+)\ of\ 1048577\ in\ all\)$ ]]
-    [ "${BASH_REMATCH[2]}" -lt 524288 ]
+    [ "${BASH_REMATCH[2]}" -lt 1048577 ]
 }
 
 @test "ET accepts every one of many connections that arrive together" {
