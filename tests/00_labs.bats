@@ -93,12 +93,12 @@ grade_names_each() {
     done < <(exercises "$n")
 }
 
-# check_lab N: the whole round for lab N.
 # Every lab's workspace, written once for the suite (check_lab copies one).
 setup_file() {
     "$ROOT/tests/make_lab" --all "$BATS_FILE_TMPDIR/labs" >/dev/null
 }
 
+# check_lab N: the whole round for lab N.
 check_lab() {
     local n=$1 ws=$T/lab$1 count
     cp -a "$BATS_FILE_TMPDIR/labs/lab$n" "$ws"

@@ -14,19 +14,9 @@ L=10_io_uring
 
 # Where io_uring cannot be used (a kernel before 6.0, the sysctl
 # kernel.io_uring_disabled, a container's seccomp filter) the server says
-# so in one line and exits 3. setup_file asks once: then every test that
-# needs the rings skips with the server's own line as the reason. Any other
-# failure to start is not a reason to skip: those tests fail.
-setup_file() {
-    uring_refused "$BIN_ROOT/$L/server" >"$BATS_FILE_TMPDIR/no_uring"
-}
-
-# need_uring: skip, saying why, where the server cannot have its rings.
-need_uring() {
-    if [ -s "$BATS_FILE_TMPDIR/no_uring" ]; then
-        skip "$(cat "$BATS_FILE_TMPDIR/no_uring")"
-    fi
-}
+# so in one line and exits 3: every test that needs the rings then skips
+# with that line as the reason (need_uring). Any other failure to start is
+# not a reason to skip: those tests fail.
 
 # ---- where there is no io_uring ----
 

@@ -9,13 +9,6 @@ load helpers
 L=10_io_uring
 MD=10_io_uring.md
 
-# need_uring: skip, saying why, where the server cannot have its rings.
-need_uring() {
-    local why
-    why=$(uring_refused "$(bin $L server)")
-    [ -z "$why" ] || skip "$why"
-}
-
 @test "make lesson-10 && ./run traces the rings and counts the system calls against lesson 7, within 20 s" {
     need_uring
     command -v strace >/dev/null || skip "strace is not installed: the syscalls scenario has nothing to count"

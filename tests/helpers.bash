@@ -809,6 +809,16 @@ broadcast_caps_never_reader() {
     grep -qE '^server: 127\.0\.0\.1:[0-9]+: closed: output cap \([0-9]+ bytes queued, [0-9]+ more\)$' "$T/server.err"
 }
 
+# need_uring: (lesson 10) skip, with the server's own line as the reason,
+# where lesson 10's server cannot have its rings; asked once per suite file.
+need_uring() {
+    local f=$BATS_FILE_TMPDIR/uring_refused
+    [ -f "$f" ] || uring_refused "$(bin 10_io_uring server)" >"$f"
+    if [ -s "$f" ]; then
+        skip "$(cat "$f")"
+    fi
+}
+
 # uring_refused SERVER: (lesson 10) start SERVER --port 0 and print its one
 # line if it exits 3 saying io_uring is not available here; print nothing
 # if it listens (it is stopped at once) or fails in any other way (the

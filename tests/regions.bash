@@ -3,27 +3,22 @@
 # line "--- NAME" (original, mutant, stub). Sourced by tests/run_mutants and
 # tests/make_lab.
 
-# fields NAME FILE: the values of every "NAME: value" header line, one a
-# line. (In bash alone: make_lab reads hundreds of them.)
+# fields NAME FILE [first]: the values of every "NAME: value" header line,
+# one a line; with "first", only the first. (In bash alone: make_lab reads
+# hundreds of them.)
 fields() {
-    local line re="^$1: *(.*)\$"
-    while IFS= read -r line || [ -n "$line" ]; do
-        [[ $line == "--- "* ]] && return 0
-        if [[ $line =~ $re ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
-    done <"$2"
-}
-
-# field NAME FILE: the value of the first "NAME: value" header line.
-field() {
     local line re="^$1: *(.*)\$"
     while IFS= read -r line || [ -n "$line" ]; do
         [[ $line == "--- "* ]] && return 0
         if [[ $line =~ $re ]]; then
             printf '%s\n' "${BASH_REMATCH[1]}"
-            return 0
+            [ -z "${3:-}" ] || return 0
         fi
     done <"$2"
 }
+
+# field NAME FILE: the value of the first "NAME: value" header line.
+field() { fields "$1" "$2" first; }
 
 # block NAME FILE: the lines of the "--- NAME" section.
 block() {
